@@ -1,0 +1,26 @@
+/**
+ * One credential-process run: open the signer the user named, call
+ * CreateSession once, close everything. The agent keeps signers and the client
+ * open instead; this is the direct path.
+ */
+import type { AwsCredentials } from "../credentials/credentials";
+import { openSigner, type SignerSourceOptions } from "../signer/open-signer";
+import { CreateSessionClient, type CreateSessionClientOptions, type CreateSessionParams } from "./create-session";
+
+/** What a direct credential request needs besides the key source. */
+export type SessionRequest = Omit<CreateSessionParams, "signer">;
+
+/**
+ * Opens the signer, calls CreateSession and closes both, whatever happens.
+ * @throws RaError from the signer (usage, token, pin) or the service.
+ */
+export async function obtainCredentials(source: SignerSourceOptions, session: SessionRequest, transport: CreateSessionClientOptions = {}): Promise<AwsCredentials> {
+  const signer = await openSigner(source);
+  const client = new CreateSessionClient(transport);
+  try {
+    return (await client.createSession({ ...session, signer })).credentials;
+  } finally {
+    await client.close();
+    await signer.close();
+  }
+}

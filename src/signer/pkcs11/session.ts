@@ -1,0 +1,390 @@
+/**
+ * One {@link TokenContext} per token per process: a small session pool, one
+ * login shared by every signer on the token, the PIN that worked (kept in memory
+ * for re-login after a reset), and recovery when the token drops our sessions.
+ */
+import * as pkcs11js from "pkcs11js";
+import { RaError } from "../../errors";
+import { logger } from "../../log/logger";
+import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
+import { ckrOf, hasCkr, toRaError } from "./errors";
+import { badPins, checkLoginAllowed, login, LoginPolicy } from "./login";
+import type { Pkcs11Module } from "./module";
+import type { Quirks } from "./native-config";
+import type { PinProvider, PinResult } from "./pin";
+import { describeToken, listTokens, quirksForToken, refreshToken, TokenDescription, tokenIdentity, TokenSlot, tokenUri } from "./token";
+import { constantValue } from "./constants";
+
+/** A session borrowed from the pool. */
+export interface SessionLease {
+  handle: Buffer;
+  /** The context generation the session belongs to; sessions of older generations are gone. */
+  generation: number;
+  /** Close this session instead of returning it (an operation may be left active on it). */
+  discard(): void;
+}
+
+class Lease implements SessionLease {
+  discarded = false;
+  constructor(readonly handle: Buffer, readonly generation: number) {}
+  discard(): void {
+    this.discarded = true;
+  }
+}
+
+/** Errors after which the token is looked up again and the operation retried once. */
+const RECOVERABLE = new Set<number>([
+  pkcs11js.CKR_SESSION_HANDLE_INVALID,
+  pkcs11js.CKR_SESSION_CLOSED,
+  pkcs11js.CKR_DEVICE_REMOVED,
+  pkcs11js.CKR_TOKEN_NOT_PRESENT,
+  pkcs11js.CKR_USER_NOT_LOGGED_IN,
+  pkcs11js.CKR_SLOT_ID_INVALID,
+  pkcs11js.CKR_KEY_HANDLE_INVALID,
+  pkcs11js.CKR_OBJECT_HANDLE_INVALID,
+  pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED,
+]);
+
+/** The last failure seen on a token, for status output. */
+export interface LastError {
+  code: string;
+  message: string;
+  at: string;
+}
+
+/** Process-wide state of one token. */
+export class TokenContext {
+  readonly module: Pkcs11Module;
+  /** Identity (module, manufacturer, model, serial, label). */
+  readonly key: string;
+  slot: TokenSlot;
+  readonly quirks: Quirks;
+  /** `token "label" (serial …)`. */
+  readonly name: string;
+  /** Exact URI of the token. */
+  readonly uri: string;
+  /** Bumped whenever our sessions are dropped; object handles of older generations must be found again. */
+  generation = 0;
+  /** Our C_Login(CKU_USER) calls on this token in this process. */
+  loginAttempts = 0;
+  /** Times the token was found again after losing our sessions. */
+  recoveries = 0;
+  loggedIn = false;
+  present = true;
+  lastError?: LastError;
+  /** Signers holding this context; sessions close when the last one closes. */
+  refs = 0;
+
+  private moduleGeneration: number;
+  private idle: Buffer[] = [];
+  private openSessions = new Set<string>();
+  private busy = 0;
+  private waiters: Array<() => void> = [];
+  private goodPin?: PinResult;
+  private loginInFlight?: Promise<void>;
+  private recovering?: Promise<void>;
+  private mechanisms?: Set<number> | null;
+
+  constructor(slot: TokenSlot) {
+    this.module = slot.module;
+    this.key = tokenIdentity(slot);
+    this.slot = slot;
+    this.quirks = quirksForToken(slot);
+    this.name = describeToken(slot);
+    this.uri = tokenUri(slot);
+    this.moduleGeneration = slot.module.generation;
+    if (this.quirks.ids.length) logger.debug("token quirks", { token: this.name, quirks: this.quirks.ids });
+  }
+
+  /** Sessions open now, idle ones, and the pool's size. */
+  sessionStats(): { open: number; idle: number; busy: number; max: number } {
+    return { open: this.openSessions.size, idle: this.idle.length, busy: this.busy, max: this.quirks.sessionPoolSize };
+  }
+
+  /** True when `e` should trigger {@link recover}: standard codes plus the token's quirks. */
+  isRecoverable(e: unknown): boolean {
+    const ckr = ckrOf(e);
+    if (ckr === undefined) return e instanceof RaError && e.code === "PKCS11_TOKEN_NOT_PRESENT";
+    if (RECOVERABLE.has(ckr)) return true;
+    return this.quirks.recoverableErrors.some((name) => constantValue(name) === ckr);
+  }
+
+  /** Records a failure for {@link lastError}. */
+  noteError(e: unknown): void {
+    const err = e instanceof RaError ? e : toRaError(e, { operation: "PKCS#11", token: this.name });
+    this.lastError = { code: err.code, message: err.message, at: new Date().toISOString() };
+  }
+
+  private handleKey(h: Buffer): string {
+    return h.toString("hex");
+  }
+
+  private syncModuleGeneration(): void {
+    if (this.module.generation !== this.moduleGeneration) {
+      this.moduleGeneration = this.module.generation;
+      this.dropSessions("the module was re-initialised");
+    }
+  }
+
+  private openSession(): Buffer {
+    let h: Buffer;
+    try {
+      h = this.module.api.C_OpenSession(this.slot.handle, pkcs11js.CKF_SERIAL_SESSION);
+    } catch (e) {
+      throw toRaError(e, { operation: "C_OpenSession", token: this.name, quirks: this.quirks });
+    }
+    this.openSessions.add(this.handleKey(h));
+    return h;
+  }
+
+  private closeSession(h: Buffer): void {
+    this.openSessions.delete(this.handleKey(h));
+    try {
+      this.module.api.C_CloseSession(h);
+    } catch (e) {
+      logger.debug("C_CloseSession failed (already closed?)", { token: this.name, error: (e as Error).message });
+    }
+  }
+
+  /**
+   * Forgets every session (closing the idle ones; busy ones close when returned),
+   * and the login with them.
+   */
+  private dropSessions(why: string): void {
+    logger.debug("dropping PKCS#11 sessions", { token: this.name, why });
+    this.generation++;
+    for (const h of this.idle) this.closeSession(h);
+    this.idle = [];
+    this.openSessions.clear();
+    this.loggedIn = false;
+  }
+
+  /**
+   * Borrows a session (opening one while the pool is below its size, else waiting).
+   * @throws RaError when the token is absent or a session cannot be opened
+   */
+  async acquire(): Promise<SessionLease> {
+    this.syncModuleGeneration();
+    if (!this.present) await this.recover(this.generation);
+    for (;;) {
+      const idle = this.idle.pop();
+      if (idle) return this.lease(idle);
+      if (this.openSessions.size < this.quirks.sessionPoolSize) return this.lease(this.openSession());
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      this.syncModuleGeneration();
+    }
+  }
+
+  private lease(handle: Buffer): Lease {
+    this.busy++;
+    return new Lease(handle, this.generation);
+  }
+
+  /** Returns a session to the pool (or closes it when discarded or stale). */
+  release(lease: SessionLease): void {
+    this.busy--;
+    const discarded = lease instanceof Lease && lease.discarded;
+    if (lease.generation !== this.generation) {
+      // Our sessions were dropped while this one was busy: close it quietly.
+      try {
+        this.module.api.C_CloseSession(lease.handle);
+      } catch {
+        // gone already
+      }
+    } else if (discarded) {
+      // Keep one session open while logged in: closing the last one logs the token out.
+      if (this.openSessions.size === 1 && this.loggedIn) {
+        try {
+          this.idle.push(this.openSession());
+        } catch (e) {
+          logger.debug("could not open a replacement session", { token: this.name, error: (e as Error).message });
+        }
+      }
+      this.closeSession(lease.handle);
+    } else {
+      this.idle.push(lease.handle);
+    }
+    this.waiters.shift()?.();
+  }
+
+  /** Runs `fn` with a borrowed session, returning it afterwards. */
+  async withSession<T>(fn: (lease: SessionLease) => Promise<T> | T): Promise<T> {
+    const lease = await this.acquire();
+    try {
+      return await fn(lease);
+    } finally {
+      this.release(lease);
+    }
+  }
+
+  /** Mechanisms the token lists (cached), or undefined when it will not say. */
+  mechanismList(): ReadonlySet<number> | undefined {
+    if (this.mechanisms === undefined) {
+      try {
+        this.mechanisms = new Set(this.module.api.C_GetMechanismList(this.slot.handle));
+      } catch (e) {
+        logger.debug("C_GetMechanismList failed; falling back to basic mechanisms", { token: this.name, error: (e as Error).message });
+        this.mechanisms = null;
+      }
+    }
+    return this.mechanisms ?? undefined;
+  }
+
+  /** True when the session is in a user-logged-in state (login is per token, shared by sessions). */
+  private sessionLoggedIn(session: Buffer): boolean {
+    try {
+      const state = this.module.api.C_GetSessionInfo(session).state;
+      return state === CKS_RO_USER_FUNCTIONS || state === CKS_RW_USER_FUNCTIONS;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Logs the user in once for the whole process (concurrent callers share one
+   * attempt). Uses the PIN that worked before when there is one (after a reset),
+   * else asks `pins`. Never retries a refused PIN.
+   * @throws RaError `PKCS11_PIN_REQUIRED` when no source has a PIN, the policy errors
+   *   of {@link checkLoginAllowed}, and C_Login's errors (`PKCS11_PIN_INCORRECT`, …)
+   */
+  async ensureLoggedIn(lease: SessionLease, pins: PinProvider, policy: LoginPolicy): Promise<void> {
+    if (this.loggedIn && lease.generation === this.generation) return;
+    if (!this.loginInFlight) {
+      this.loginInFlight = this.doLogin(lease, pins, policy).finally(() => {
+        this.loginInFlight = undefined;
+      });
+    }
+    return this.loginInFlight;
+  }
+
+  private async doLogin(lease: SessionLease, pins: PinProvider, policy: LoginPolicy): Promise<void> {
+    if (this.sessionLoggedIn(lease.handle)) {
+      this.loggedIn = true;
+      return;
+    }
+    const token = refreshToken(this.slot);
+    const remembered = this.goodPin && !badPins.has(this.key, this.goodPin.pin) ? this.goodPin : undefined;
+    const pin = remembered ?? (await pins.getPin({ kind: "user", token: this.name, tokenUri: this.uri, finalTry: (token.flags & pkcs11js.CKF_USER_PIN_FINAL_TRY) !== 0 }));
+    const ctx = { tokenName: this.name, tokenKey: this.key, quirks: this.quirks };
+    if (!pin) {
+      if (token.protectedAuthenticationPath) {
+        logger.info("enter the PIN on the token's PIN pad", { token: this.name });
+        this.loginAttempts++;
+        login(this.module.api, lease.handle, "user", undefined, ctx);
+        this.loggedIn = true;
+        return;
+      }
+      throw new RaError("pin", "PKCS11_PIN_REQUIRED", `${this.name} needs a PIN and none was given`, {
+        hint: "give it with pin-source=file:/path in the URI, RA_AGENT_PIN_FILE=/path (mode 0600), RA_AGENT_PIN, or run on a terminal to be prompted",
+      });
+    }
+    checkLoginAllowed({ token, tokenName: this.name, tokenKey: this.key, pin, policy, quirks: this.quirks, userType: "user" });
+    this.loginAttempts++;
+    logger.debug("logging in to token", { token: this.name, pinSource: pin.source });
+    try {
+      login(this.module.api, lease.handle, "user", pin.pin, ctx);
+    } catch (e) {
+      if (remembered && hasCkr(e, pkcs11js.CKR_PIN_INCORRECT)) this.goodPin = undefined;
+      throw e;
+    }
+    this.loggedIn = true;
+    this.goodPin = pin;
+  }
+
+  /** The token's description with fresh flags (PIN state); the cached one when it cannot be read. */
+  currentToken(): TokenDescription {
+    try {
+      return refreshToken(this.slot);
+    } catch {
+      return this.slot.token;
+    }
+  }
+
+  /** The user PIN that logged in, for `reusePin` context-specific logins. */
+  rememberedUserPin(): PinResult | undefined {
+    return this.goodPin;
+  }
+
+  /** Remembers a PIN that is known to work without logging in with it (token already logged in). */
+  rememberUserPin(pin: PinResult): void {
+    this.goodPin = pin;
+  }
+
+  /**
+   * After a recoverable error: drops our sessions, re-initialises the module when
+   * its quirks say so, and finds the token again by identity (not slot id). One
+   * recovery runs at a time; callers that saw an older generation just retry.
+   * @throws RaError `PKCS11_TOKEN_NOT_PRESENT` (kind `token`) when the token is gone
+   */
+  async recover(seenGeneration: number): Promise<void> {
+    if (seenGeneration !== this.generation && this.present) return;
+    if (!this.recovering) {
+      this.recovering = (async () => {
+        this.recoveries++;
+        this.dropSessions("recovering from a token error");
+        if (this.quirks.reinitializeOnRecovery) {
+          this.module.reinitialize();
+          this.moduleGeneration = this.module.generation;
+        }
+        this.relocate();
+      })().finally(() => {
+        this.recovering = undefined;
+      });
+    }
+    await this.recovering;
+  }
+
+  /** Finds this token again among the module's slots. */
+  private relocate(): void {
+    let found: TokenSlot | undefined;
+    try {
+      found = listTokens(this.module).find((s) => tokenIdentity(s) === this.key);
+    } catch (e) {
+      this.present = false;
+      throw toRaError(e, { operation: "C_GetSlotList", token: this.name, quirks: this.quirks });
+    }
+    if (!found) {
+      this.present = false;
+      const err = new RaError("token", "PKCS11_TOKEN_NOT_PRESENT", `${this.name} is not present`, {
+        hint: "insert the card or key, or restore the connection to the HSM or TPM; the next request finds it again",
+      });
+      this.noteError(err);
+      throw err;
+    }
+    this.slot = found;
+    this.mechanisms = undefined;
+    this.present = true;
+    logger.info("found the token again", { token: this.name });
+  }
+
+  /** Closes every idle session (busy ones close when returned); the login ends with the last session. */
+  close(): void {
+    this.generation++;
+    for (const h of this.idle) this.closeSession(h);
+    this.idle = [];
+    this.openSessions.clear();
+    this.loggedIn = false;
+    this.goodPin = undefined;
+    contexts.delete(this.key);
+  }
+}
+
+const contexts = new Map<string, TokenContext>();
+
+/** The process-wide context of the token in `slot` (created on first use). */
+export function tokenContext(slot: TokenSlot): TokenContext {
+  const key = tokenIdentity(slot);
+  let ctx = contexts.get(key);
+  if (!ctx) {
+    ctx = new TokenContext(slot);
+    contexts.set(key, ctx);
+  } else if (ctx.present) {
+    ctx.slot = slot;
+  }
+  return ctx;
+}
+
+/** Every live token context (for status and shutdown). */
+export function tokenContexts(): TokenContext[] {
+  return [...contexts.values()];
+}

@@ -1,0 +1,71 @@
+/**
+ * One signature on a token: C_SignInit, the context-specific login of a
+ * CKA_ALWAYS_AUTHENTICATE key, C_SignAsync (on libuv's pool, off the event loop),
+ * and the conversion of the result. If anything fails after C_SignInit, the
+ * session is discarded (closing it cancels the operation), so that the pool
+ * never hands out a session with an operation left active.
+ */
+import { RaError } from "../../errors";
+import { logger } from "../../log/logger";
+import { checkLoginAllowed, login, LoginPolicy } from "./login";
+import { ecdsaRawToDer, SignPlan } from "./mechanisms";
+import type { PinProvider, PinResult } from "./pin";
+import type { SessionLease, TokenContext } from "./session";
+
+/** Largest signature expected: RSA-8192. */
+const SIGNATURE_BUFFER = 1024;
+
+/** The key to sign with. */
+export interface KeyHandle {
+  handle: Buffer;
+  alwaysAuthenticate: boolean;
+  /** The key's URI, for PIN prompts and messages. */
+  uri: string;
+}
+
+/** How to authenticate a context-specific login. */
+export interface SignAuth {
+  pins: PinProvider;
+  policy: LoginPolicy;
+  /** Use the user PIN as the context-specific PIN (`--reuse-pin`). */
+  reusePin: boolean;
+}
+
+async function contextSpecificPin(ctx: TokenContext, key: KeyHandle, auth: SignAuth): Promise<PinResult> {
+  let pin: PinResult | undefined;
+  if (auth.reusePin) {
+    pin = ctx.rememberedUserPin() ?? (await auth.pins.getPin({ kind: "user", token: ctx.name, tokenUri: ctx.uri }));
+  } else {
+    pin = await auth.pins.getPin({ kind: "context-specific", token: ctx.name, tokenUri: ctx.uri, keyUri: key.uri });
+  }
+  if (!pin) {
+    throw new RaError("pin", "PKCS11_CONTEXT_PIN_REQUIRED", `the key ${key.uri} needs its PIN again for every signature (CKA_ALWAYS_AUTHENTICATE) and none was given`, {
+      hint: "pass --reuse-pin to use the user PIN for it, or run on a terminal to be prompted",
+    });
+  }
+  return pin;
+}
+
+/**
+ * Signs `plan.input` with `key` on the leased session.
+ * @throws RaError / pkcs11js errors (the caller maps them and decides on recovery)
+ */
+export async function signOnToken(ctx: TokenContext, lease: SessionLease, key: KeyHandle, plan: SignPlan, auth: SignAuth): Promise<Buffer> {
+  const api = ctx.module.api;
+  api.C_SignInit(lease.handle, { mechanism: plan.mechanism }, key.handle);
+  let raw: Buffer;
+  try {
+    if (key.alwaysAuthenticate) {
+      const pin = await contextSpecificPin(ctx, key, auth);
+      checkLoginAllowed({ token: ctx.currentToken(), tokenName: ctx.name, tokenKey: ctx.key, pin, policy: auth.policy, quirks: ctx.quirks, userType: "context-specific" });
+      logger.debug("context-specific login for an always-authenticate key", { key: key.uri, pinSource: pin.source });
+      login(api, lease.handle, "context-specific", pin.pin, { tokenName: ctx.name, tokenKey: ctx.key, quirks: ctx.quirks });
+    }
+    raw = await api.C_SignAsync(lease.handle, plan.input, Buffer.alloc(SIGNATURE_BUFFER));
+  } catch (e) {
+    // The operation may still be active (e.g. the context login failed): never reuse this session.
+    lease.discard();
+    throw e;
+  }
+  return plan.output === "ecdsa-der" ? ecdsaRawToDer(Buffer.from(raw)) : Buffer.from(raw);
+}

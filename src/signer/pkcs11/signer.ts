@@ -1,0 +1,325 @@
+/**
+ * The PKCS#11 {@link Signer}: a private key in a token and its certificate.
+ * Opened once, it keeps its token's session pool and login for the life of the
+ * process, and finds the token again (logging in once) when the token drops its
+ * sessions.
+ */
+import { verify as verifySignature } from "node:crypto";
+import * as pkcs11js from "pkcs11js";
+import { RaError, usageError } from "../../errors";
+import { logger } from "../../log/logger";
+import { isPkcs11Uri, parsePkcs11Uri, Pkcs11Uri } from "../../uri/pkcs11-uri";
+import { CertificateInfo, parseCertificate } from "../../x509/certificate";
+import { algorithmFor, DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } from "../signer";
+import { ckrName, PinState } from "./constants";
+import { ckrOf, hasCkr, toRaError } from "./errors";
+import type { LoginPolicy } from "./login";
+import { planSignature } from "./mechanisms";
+import { loadModule, resolveModule } from "./module";
+import { objectUri, PrivateKeyObject, readPrivateKeys } from "./objects";
+import { defaultPinProvider, PinProvider } from "./pin";
+import { samePublicKey } from "./public-key";
+import { chainFromToken, findCertificateForKey, findPrivateKey, searchCertificates, selectCertificate } from "./search";
+import { SessionLease, TokenContext, tokenContext } from "./session";
+import { signOnToken, SignAuth } from "./sign-operation";
+import { matchTokens, noTokenError, severalTokensError, tokenIdentity, TokenSlot } from "./token";
+
+/** Options of {@link openPkcs11Signer}. */
+export interface Pkcs11SignerOptions {
+  /** `pkcs11:` URI of the certificate (may also identify the key). */
+  certificateUri?: string;
+  /** The certificate, DER, from a file (with `keyUri`). */
+  certificateDer?: Uint8Array;
+  /** `pkcs11:` URI of the private key. */
+  keyUri?: string;
+  /** Module file (`--pkcs11-lib`) or a known module name; default p11-kit-proxy. */
+  modulePath?: string;
+  /** Intermediate CA certificates, DER, leaf-side first. When empty and the certificate is on a token, issuers found on the token are used. */
+  intermediates?: Uint8Array[];
+  /** Use the user PIN as the context-specific PIN of always-authenticate keys (`--reuse-pin`). */
+  reusePin?: boolean;
+  /** PIN sources; default: URI pin-source / pin-value, RA_AGENT_PIN_FILE, RA_AGENT_PIN, terminal prompt. */
+  pin?: PinProvider;
+  /** Log in at the token's final PIN try with a PIN that was not typed at the prompt (`--allow-final-try`). */
+  allowFinalTryLogin?: boolean;
+}
+
+/** The token a signer uses, as shown in status output. */
+export interface Pkcs11TokenInfo {
+  label: string;
+  manufacturer: string;
+  model: string;
+  serial: string;
+  /** The token's exact URI. */
+  uri: string;
+  /** Module file. */
+  module: string;
+  flags: string[];
+  pinState: PinState;
+  /** Ids of the quirks that apply (`native-config/quirks.json`). */
+  quirks: string[];
+}
+
+/** A signer's health, for `ra-agent agent` status. Reads cached state only (no token I/O). */
+export interface Pkcs11SignerStatus {
+  keyUri: string;
+  certificateUri?: string;
+  token: Pkcs11TokenInfo;
+  present: boolean;
+  loggedIn: boolean;
+  /** C_Login(CKU_USER) calls on this token in this process. */
+  loginAttempts: number;
+  recoveries: number;
+  signatures: number;
+  sessions: { open: number; idle: number; busy: number; max: number };
+  certificateNotAfter: string;
+  lastError?: { code: string; message: string; at: string };
+  closed: boolean;
+}
+
+/** A private key in a PKCS#11 token with its certificate. */
+export class Pkcs11Signer implements Signer {
+  readonly keyType: KeyType;
+  readonly algorithm: SigV4X509Algorithm;
+  readonly certificate: Uint8Array;
+  readonly chain: readonly Uint8Array[];
+  readonly source = "pkcs11" as const;
+  readonly hardwareBacked: boolean;
+  /** Exact URI of the private key (no PIN). */
+  readonly keyUri: string;
+  /** Exact URI of the certificate when it is on the token. */
+  readonly certificateUri?: string;
+  /** The parsed certificate. */
+  readonly certificateInfo: CertificateInfo;
+
+  private readonly ctx: TokenContext;
+  private readonly auth: SignAuth;
+  private key: PrivateKeyObject;
+  private keyGeneration: number;
+  private readonly requiresLogin: boolean;
+  private forceLogin = false;
+  private signatures = 0;
+  private closed = false;
+
+  /** @internal use {@link openPkcs11Signer} */
+  constructor(init: { ctx: TokenContext; key: PrivateKeyObject; keyUri: string; keyGeneration: number; certificate: CertificateInfo; certificateUri?: string; chain: Uint8Array[]; auth: SignAuth }) {
+    this.ctx = init.ctx;
+    this.key = init.key;
+    this.keyUri = init.keyUri;
+    this.keyGeneration = init.keyGeneration;
+    this.certificateInfo = init.certificate;
+    this.certificate = init.certificate.der;
+    this.certificateUri = init.certificateUri;
+    this.chain = init.chain;
+    this.auth = init.auth;
+    this.keyType = init.certificate.keyType;
+    this.algorithm = algorithmFor(this.keyType);
+    this.hardwareBacked = init.key.sensitive !== false && init.key.extractable !== true;
+    this.requiresLogin = init.ctx.slot.token.loginRequired && init.key.private;
+    init.ctx.refs++;
+  }
+
+  /** The token holding the key. */
+  get tokenInfo(): Pkcs11TokenInfo {
+    const t = this.ctx.slot.token;
+    return {
+      label: t.label, manufacturer: t.manufacturer, model: t.model, serial: t.serial, uri: this.ctx.uri, module: this.ctx.module.path,
+      flags: t.flagNames, pinState: t.pinState, quirks: this.ctx.quirks.ids,
+    };
+  }
+
+  /** Cached state for health checks; never touches the token. */
+  status(): Pkcs11SignerStatus {
+    return {
+      keyUri: this.keyUri,
+      certificateUri: this.certificateUri,
+      token: this.tokenInfo,
+      present: this.ctx.present,
+      loggedIn: this.ctx.loggedIn,
+      loginAttempts: this.ctx.loginAttempts,
+      recoveries: this.ctx.recoveries,
+      signatures: this.signatures,
+      sessions: this.ctx.sessionStats(),
+      certificateNotAfter: this.certificateInfo.notAfter.toISOString(),
+      lastError: this.ctx.lastError,
+      closed: this.closed,
+    };
+  }
+
+  /**
+   * Signs `message` (RSASSA-PKCS1-v1_5 or DER ECDSA) with the digest, SHA256 by default.
+   * On a lost session or token it finds the token again, logs in once with the PIN
+   * that worked, and retries once. Every signature is checked against the
+   * certificate before it is returned.
+   * @throws RaError `SIGNER_CLOSED`; `PKCS11_TOKEN_NOT_PRESENT` (kind `token`) when the token
+   *   is gone; PIN errors (kind `pin`); `PKCS11_BAD_SIGNATURE` when the token's signature
+   *   does not verify; other token errors naming the CKR code
+   * @remarks SoftHSM has no CKM_ECDSA_SHA256: EC messages are hashed here and signed with
+   *   CKM_ECDSA. TPM and smart-card tokens sign one at a time (quirks.json).
+   */
+  async sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
+    if (this.closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
+    if (!["SHA256", "SHA384", "SHA512"].includes(digest)) throw usageError("UNSUPPORTED_DIGEST", `unsupported digest ${digest}`, "use SHA256, SHA384 or SHA512");
+    let seenGeneration = this.ctx.generation;
+    const attempt = (): Promise<Buffer> =>
+      this.ctx.withSession(async (lease) => {
+        seenGeneration = lease.generation;
+        return this.signWith(lease, message, digest);
+      });
+    let signature: Buffer;
+    try {
+      signature = await attempt();
+    } catch (e) {
+      if (!this.ctx.isRecoverable(e)) throw this.fail(e, "C_Sign");
+      logger.warn("lost the token session; finding the token again and retrying once", { token: this.ctx.name, error: ckrName(ckrOf(e) ?? 0) });
+      if (hasCkr(e, pkcs11js.CKR_USER_NOT_LOGGED_IN)) this.forceLogin = true;
+      try {
+        await this.ctx.recover(seenGeneration);
+        signature = await attempt();
+      } catch (e2) {
+        throw this.fail(e2, "C_Sign");
+      }
+    }
+    this.signatures++;
+    return signature;
+  }
+
+  private fail(e: unknown, operation: string): RaError {
+    const err = toRaError(e, { operation, token: this.ctx.name, object: this.keyUri, quirks: this.ctx.quirks });
+    this.ctx.noteError(err);
+    return err;
+  }
+
+  private async signWith(lease: SessionLease, message: Uint8Array, digest: DigestAlgorithm): Promise<Buffer> {
+    if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) await this.ctx.ensureLoggedIn(lease, this.auth.pins, this.auth.policy);
+    if (this.keyGeneration !== lease.generation) this.relocateKey(lease);
+    const plan = planSignature(this.keyType, message, digest, this.ctx.mechanismList(), this.ctx.quirks.avoidMechanisms);
+    const signature = await signOnToken(this.ctx, lease, { handle: this.key.handle, alwaysAuthenticate: this.key.alwaysAuthenticate, uri: this.keyUri }, plan, this.auth);
+    const hash = digest === "SHA256" ? "sha256" : digest === "SHA384" ? "sha384" : "sha512";
+    // A faulty signature (a token bug, or a fault attack on RSA-CRT) must never leave the process.
+    if (!verifySignature(hash, message, { key: this.certificateInfo.publicKey, dsaEncoding: "der" }, signature)) {
+      throw new RaError("token", "PKCS11_BAD_SIGNATURE", `the signature from ${this.ctx.name} (${plan.mechanismName}) does not verify with the certificate's public key`, {
+        hint: "the key does not match the certificate, or the token is faulty; check with `ra-agent sign-string --debug`",
+      });
+    }
+    return signature;
+  }
+
+  /** Finds the key object again after the token dropped our sessions (object handles may change). */
+  private relocateKey(lease: SessionLease): void {
+    const api = this.ctx.module.api;
+    const query = { id: this.key.id.length ? this.key.id : undefined, label: this.key.label !== "" ? this.key.label : undefined };
+    const keys = readPrivateKeys(api, lease.handle, query).filter((k) => k.keyType === this.key.keyType && (!k.publicKey || samePublicKey(k.publicKey, this.certificateInfo.publicKey)));
+    const same = keys.find((k) => k.alwaysAuthenticate === this.key.alwaysAuthenticate) ?? keys[0];
+    if (!same) {
+      throw new RaError("token", "PKCS11_KEY_NOT_FOUND", `the key ${this.keyUri} is no longer on ${this.ctx.name}`, { hint: "the token was re-initialised or the key deleted; check with `ra-agent list`" });
+    }
+    this.key = same;
+    this.keyGeneration = lease.generation;
+  }
+
+  /** Releases this signer's hold on the token; the last signer closes the sessions (which logs out). Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctx.refs--;
+    if (this.ctx.refs <= 0) this.ctx.close();
+  }
+}
+
+function parseOptionalUri(text: string | undefined, what: string, expected: "cert" | "private"): Pkcs11Uri | undefined {
+  if (text === undefined) return undefined;
+  if (!isPkcs11Uri(text)) throw usageError("INVALID_PKCS11_URI", `the ${what} must be a pkcs11: URI here`, "write it as pkcs11:token=...;object=...");
+  const uri = parsePkcs11Uri(text);
+  if (uri.type !== undefined && uri.type !== expected) {
+    throw usageError("PKCS11_URI_WRONG_TYPE", `the ${what} URI has type=${uri.type}; it must name ${expected === "cert" ? "a certificate (type=cert)" : "a private key (type=private)"}`, `use type=${expected} or drop type= from the URI`);
+  }
+  return uri;
+}
+
+/**
+ * Opens a signer for a key in a PKCS#11 token. The certificate comes from its
+ * URI or from a file (`certificateDer`); the key from its URI, or through the
+ * certificate (its CKA_ID, then public-key match). A key that does not match the
+ * certificate is refused here.
+ * @throws RaError (usage) `INVALID_PKCS11_URI`, `PKCS11_URI_REQUIRED`, `PKCS11_URI_WRONG_TYPE`;
+ *   (token) `PKCS11_MODULE_NOT_FOUND`, `PKCS11_MODULE_LOAD_FAILED`, `PKCS11_TOKEN_NOT_FOUND`,
+ *   `PKCS11_SEVERAL_TOKENS`, `PKCS11_CERTIFICATE_NOT_FOUND`, `PKCS11_SEVERAL_CERTIFICATES`,
+ *   `PKCS11_KEY_NOT_FOUND`, `PKCS11_SEVERAL_KEYS`, `PKCS11_KEY_CERTIFICATE_MISMATCH`;
+ *   (pin) `PKCS11_PIN_REQUIRED`, `PKCS11_PIN_INCORRECT`, `PKCS11_PIN_LOCKED`, `PKCS11_PIN_FINAL_TRY`, PIN file errors
+ */
+export async function openPkcs11Signer(opts: Pkcs11SignerOptions): Promise<Pkcs11Signer> {
+  const certUri = parseOptionalUri(opts.certificateUri, "certificate", "cert");
+  const keyUri = parseOptionalUri(opts.keyUri, "private key", "private");
+  if (!certUri && !keyUri) {
+    throw usageError("PKCS11_URI_REQUIRED", "no pkcs11: URI for the certificate or the private key", "pass --certificate pkcs11:... and/or --private-key pkcs11:...");
+  }
+  if (certUri && opts.certificateDer) throw usageError("PKCS11_URI_REQUIRED", "both a certificate URI and a certificate file were given", "give one of them");
+  if (!keyUri && opts.certificateDer) {
+    throw usageError("PKCS11_URI_REQUIRED", "a certificate file was given but no pkcs11: URI for its private key", "pass --private-key pkcs11:token=...;object=...");
+  }
+  const choice = resolveModule({ modulePath: opts.modulePath, uris: [keyUri, certUri] });
+  const module = loadModule(choice.path);
+  logger.debug("PKCS#11 module", { module: choice.path, from: choice.source, library: `${module.info.manufacturer} ${module.info.description} ${module.info.libraryVersion}` });
+  const policy: LoginPolicy = { allowFinalTryLogin: opts.allowFinalTryLogin ?? false };
+  const auth: SignAuth = { pins: opts.pin ?? defaultPinProvider([keyUri, certUri]), policy, reusePin: opts.reusePin ?? false };
+
+  // 1. The certificate: from the file, or found on a token without logging in first.
+  let cert: { info: CertificateInfo; ctx?: TokenContext; object?: import("./objects").CertificateObject; uri?: string } | undefined;
+  if (opts.certificateDer) {
+    cert = { info: parseCertificate(opts.certificateDer) };
+  } else if (certUri) {
+    const search = await searchCertificates(module, certUri, { pins: auth.pins, policy, login: true });
+    if (search.tokens.length === 0) throw noTokenError(module, certUri, "the certificate");
+    const found = selectCertificate(search, certUri);
+    cert = { info: found.info, ctx: found.ctx, object: found.object, uri: found.uri };
+  }
+
+  // 2. The key's token: the certificate's token when the key URI matches it too.
+  const keySearchUri = keyUri ?? certUri!;
+  let slot: TokenSlot;
+  if (cert?.ctx && !keyUri) {
+    slot = cert.ctx.slot;
+  } else {
+    const tokens = matchTokens(module, keySearchUri);
+    const certTokenKey = cert?.ctx?.key;
+    const same = certTokenKey ? tokens.find((t) => tokenIdentity(t) === certTokenKey) : undefined;
+    if (same) slot = same;
+    else if (tokens.length === 1) slot = tokens[0];
+    else if (tokens.length === 0) throw noTokenError(module, keySearchUri, "the private key");
+    else throw severalTokensError(tokens, keySearchUri, "the private key");
+  }
+  const ctx = tokenContext(slot);
+
+  // 3. The key (and, for a key URI alone, its certificate), matched by public key.
+  const { key, keyUriText, certificate, certificateUri, chain, generation } = await ctx.withSession(async (lease) => {
+    const chosen = await findPrivateKey(ctx, lease, { uri: keySearchUri, derivedFromCertificate: !keyUri, cert: cert && { info: cert.info, object: cert.object }, auth });
+    let certificate = cert?.info;
+    let certificateUri = cert?.uri;
+    let onToken = cert?.ctx !== undefined;
+    if (!certificate) {
+      const found = await findCertificateForKey(ctx, lease, chosen, keySearchUri, auth);
+      certificate = found.info;
+      certificateUri = found.uri;
+      onToken = true;
+    }
+    let chain: Buffer[] = (opts.intermediates ?? []).map((c) => Buffer.from(c));
+    if (chain.length === 0 && onToken) {
+      chain = chainFromToken(ctx, lease, certificate);
+      if (chain.length) logger.debug("using intermediate certificates found on the token", { count: chain.length });
+    }
+    return { key: chosen.key, keyUriText: chosen.uri, certificate, certificateUri, chain, generation: lease.generation };
+  });
+  if (key.canSign === false) {
+    throw new RaError("token", "PKCS11_KEY_CANNOT_SIGN", `the key ${keyUriText} is not allowed to sign (CKA_SIGN is false)`, { hint: "use a key generated with signing usage (e.g. `pkcs11-tool --keypairgen --usage-sign`)" });
+  }
+  if (key.sensitive === false || key.extractable === true) {
+    logger.warn("the private key can be read out of the token (not sensitive, or extractable)", { key: keyUriText });
+  }
+  const signer = new Pkcs11Signer({ ctx, key, keyUri: keyUriText, keyGeneration: generation, certificate, certificateUri, chain, auth });
+  logger.debug("PKCS#11 signer ready", { key: signer.keyUri, certificate: signer.certificateUri ?? "(file)", token: ctx.name, quirks: ctx.quirks.ids });
+  return signer;
+}
+
+/** Re-exported for callers that format key URIs. */
+export { objectUri };
