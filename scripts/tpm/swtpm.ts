@@ -152,6 +152,15 @@ export class Swtpm {
     return this.ports;
   }
 
+  private readPidFile(): number | undefined {
+    try {
+      const pid = Number.parseInt(readFileSync(this.pidFile, "utf8").trim(), 10);
+      return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Path of the command socket (unix transport). */
   get socketPath(): string {
     return join(this.dir, "swtpm.sock");
@@ -194,7 +203,15 @@ export class Swtpm {
   async start(): Promise<void> {
     if (this.running) return;
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    // Another process (e.g. `provision.js start`) may have started this TPM: use it as it is.
+    // Its socket files must not be removed, or clients could no longer connect.
+    const existing = this.readPidFile();
+    if (existing !== undefined && isAlive(existing) && isSwtpm(existing)) {
+      this.pidValue = existing;
+      return;
+    }
     rmSync(this.pidFile, { force: true });
+    rmSync(this.logFile, { force: true });
     const firstTcpStart = this.transport === "tcp" && !this.ports;
     for (let attempt = 0; ; attempt++) {
       if (this.transport === "unix") {
@@ -222,7 +239,8 @@ export class Swtpm {
         if (err.code === "ENOENT") {
           throw new Error(`swtpm is not installed (${this.swtpmPath} not found): install swtpm and swtpm-tools (Debian/Ubuntu: apt-get install swtpm swtpm-tools)`);
         }
-        const detail = `${err.stderr ?? ""}${existsSync(this.logFile) ? readFileSync(this.logFile, "utf8").slice(-2000) : ""}`.trim();
+        const log = existsSync(this.logFile) ? readFileSync(this.logFile, "utf8").trim().split("\n").slice(-10).join("\n") : "";
+        const detail = `${err.stderr ?? ""}\n${log}`.trim();
         if (firstTcpStart && attempt < 4 && /in use|bind/i.test(detail)) continue;
         throw new Error(`swtpm did not start: ${detail || err.message}`);
       }
@@ -252,9 +270,8 @@ export class Swtpm {
    * authorisation failure at the next startup, which would make lockout tests flaky.
    */
   async stop(opts: { orderly?: boolean } = {}): Promise<void> {
-    let pid = this.pidValue;
-    if (pid === undefined && existsSync(this.pidFile)) pid = Number.parseInt(readFileSync(this.pidFile, "utf8").trim(), 10);
-    if (pid === undefined || !Number.isInteger(pid)) return;
+    const pid = this.pidValue ?? this.readPidFile();
+    if (pid === undefined) return;
     if (isAlive(pid) && isSwtpm(pid)) {
       if (opts.orderly !== false) {
         try {

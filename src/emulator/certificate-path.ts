@@ -14,7 +14,7 @@ import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { webcrypto } from "node:crypto";
 import type { CertificateInfo } from "../x509/certificate";
-import { accessDenied } from "./service-error";
+import { accessDenied, validation } from "./service-error";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -67,6 +67,25 @@ export function certificateVersion(der: Uint8Array): number {
   return der[version.contentStart] + 1;
 }
 
+/** The @peculiar/x509 view of a certificate (for extensions); a parse failure is the client's fault. */
+function extensionsView(cert: CertificateInfo): x509.X509Certificate {
+  try {
+    return new x509.X509Certificate(new Uint8Array(cert.der));
+  } catch (e) {
+    throw validation("certificate-der", `Certificate ${describe(cert)} cannot be parsed: ${(e as Error).message}`);
+  }
+}
+
+/** One extension of a certificate, or null; a malformed extension is the client's fault. */
+function extensionOf<T extends x509.Extension>(cert: CertificateInfo, type: new (raw: BufferSource) => T): T | null {
+  const view = extensionsView(cert);
+  try {
+    return view.getExtension(type);
+  } catch (e) {
+    throw validation("certificate-extension", `Certificate ${describe(cert)} has a malformed ${type.name}: ${(e as Error).message}`);
+  }
+}
+
 function describe(cert: CertificateInfo): string {
   return `"${cert.subject}" (serial ${cert.serialHex})`;
 }
@@ -93,15 +112,14 @@ export function checkLeafRules(leaf: CertificateInfo): void {
   const version = certificateVersion(leaf.der);
   if (version !== 3) throw accessDenied("leaf-version", `Signing certificate ${describe(leaf)} is X.509 v${version}; v3 is required`);
   if (leaf.x509.ca) throw accessDenied("leaf-is-ca", `Signing certificate ${describe(leaf)} is a CA (basicConstraints cA=true); an end-entity certificate is required`);
-  const parsed = new x509.X509Certificate(new Uint8Array(leaf.der));
-  const keyUsage = parsed.getExtension(x509.KeyUsagesExtension);
+  const keyUsage = extensionOf(leaf, x509.KeyUsagesExtension);
   if (!keyUsage) throw accessDenied("leaf-key-usage", `Signing certificate ${describe(leaf)} has no keyUsage extension; digitalSignature is required`);
   if ((keyUsage.usages & x509.KeyUsageFlags.digitalSignature) === 0) {
     throw accessDenied("leaf-key-usage", `Signing certificate ${describe(leaf)} keyUsage lacks digitalSignature`);
   }
   let hash: string | undefined;
   try {
-    hash = (parsed.signatureAlgorithm.hash as { name?: string } | undefined)?.name;
+    hash = (extensionsView(leaf).signatureAlgorithm.hash as { name?: string } | undefined)?.name;
   } catch {
     hash = undefined;
   }
@@ -121,7 +139,7 @@ function crlSignedBy(crl: x509.X509Crl, issuer: CertificateInfo): Promise<boolea
   }
   let verdict = perIssuer.get(issuer.sha256Fingerprint);
   if (!verdict) {
-    const issuerCert = new x509.X509Certificate(new Uint8Array(issuer.der));
+    const issuerCert = extensionsView(issuer);
     verdict = crl.issuerName.toString() === issuerCert.subjectName.toString()
       ? crl.verify({ publicKey: issuerCert }).catch(() => false)
       : Promise.resolve(false);
@@ -141,7 +159,7 @@ async function checkRevocation(cert: CertificateInfo, issuer: CertificateInfo, c
 }
 
 function basicConstraintsPathLength(cert: CertificateInfo): number | undefined {
-  const bc = new x509.X509Certificate(new Uint8Array(cert.der)).getExtension(x509.BasicConstraintsExtension);
+  const bc = extensionOf(cert, x509.BasicConstraintsExtension);
   return bc?.pathLength;
 }
 

@@ -5,7 +5,8 @@
  */
 import type { AwsCredentials } from "../credentials/credentials";
 import { openSigner, type SignerSourceOptions } from "../signer/open-signer";
-import { CreateSessionClient, type CreateSessionClientOptions, type CreateSessionParams } from "./create-session";
+import { parseSessionArns } from "./arn";
+import { CreateSessionClient, validateDurationSeconds, type CreateSessionClientOptions, type CreateSessionParams } from "./create-session";
 
 /** What a direct credential request needs besides the key source. */
 export type SessionRequest = Omit<CreateSessionParams, "signer">;
@@ -15,6 +16,9 @@ export type SessionRequest = Omit<CreateSessionParams, "signer">;
  * @throws RaError from the signer (usage, token, pin) or the service.
  */
 export async function obtainCredentials(source: SignerSourceOptions, session: SessionRequest, transport: CreateSessionClientOptions = {}): Promise<AwsCredentials> {
+  // Bad ARNs or duration fail before the token is touched: no PIN is spent on a request that cannot succeed.
+  parseSessionArns(session.trustAnchorArn, session.profileArn, session.roleArn);
+  if (session.durationSeconds !== undefined) validateDurationSeconds(session.durationSeconds);
   const signer = await openSigner(source);
   const client = new CreateSessionClient(transport);
   try {

@@ -10,14 +10,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { unixRequest, tempDir, writeConfig } from "./helpers";
-import { CLI, fileLeaf, run, startAgentProcess, startWorld } from "./world";
-
-/** An environment with no AWS settings from the machine. */
-export function cleanAwsEnv(dir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("AWS_") && !k.startsWith("RA_AGENT_")) env[k] = v;
-  return { ...env, AWS_CONFIG_FILE: join(dir, "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-aws-credentials"), AWS_DEFAULT_REGION: "us-east-1", AWS_EC2_METADATA_DISABLED: "true", ...extra };
-}
+import { CLI, cleanAwsEnv, fileLeaf, run, startAgentProcess, startWorld } from "./world";
 
 const BOTO = `
 import boto3, json, sys

@@ -6,8 +6,7 @@ import { runUpdate } from "../../src/agent/update";
 import { RaError } from "../../src/errors";
 import type { AwsCredentials } from "../../src/credentials/credentials";
 import { ManualClock, flush, makeCredentials, memoryLogger, tempDir } from "./helpers";
-import { CLI, fileLeaf, run, startWorld } from "./world";
-import { cleanAwsEnv } from "./e2e-file.test";
+import { CLI, cleanAwsEnv, fileLeaf, run, startWorld } from "./world";
 
 const MIN = 60_000;
 

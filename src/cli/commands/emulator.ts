@@ -59,6 +59,21 @@ export function registerEmulator(program: Command): void {
     .option("--accept-role-session-name", "let callers choose the role session name")
     .option("--log-level <level>", "error, warn, info (default) or debug; logs go to stderr", logLevel)
     .action(async (flags: EmulatorFlags) => {
+      // Flag checks first: a usage error needs none of the heavy modules.
+      if (flags.config !== undefined) {
+        const clashing = [
+          flags.ca.length ? "--ca" : "",
+          flags.roleArn.length ? "--role-arn" : "",
+          flags.crl.length ? "--crl" : "",
+          flags.durationSeconds !== undefined ? "--duration-seconds" : "",
+          flags.acceptRoleSessionName ? "--accept-role-session-name" : "",
+        ].filter(Boolean);
+        if (clashing.length) {
+          throw usageError("EMULATOR_FLAGS_CONFLICT", `${clashing.join(", ")} cannot be combined with --config`, "put trust anchors, roles and CRLs in the configuration file");
+        }
+      } else if (flags.ca.length === 0) {
+        throw usageError("EMULATOR_NO_TRUST_ANCHOR", "no CA to trust", "give --ca FILE (the CA that issued your certificates) or --config FILE");
+      }
       const [{ readFileSync }, emulator, { configureLogger }] = await Promise.all([import("node:fs"), import("../../emulator"), import("../../log/logger")]);
       configureLogger({ level: flags.logLevel ?? (process.env.RA_AGENT_LOG_LEVEL as EmulatorFlags["logLevel"]) ?? "info" });
 
@@ -72,21 +87,8 @@ export function registerEmulator(program: Command): void {
 
       let config: import("../../emulator").EmulatorConfig;
       if (flags.config !== undefined) {
-        const clashing = [
-          flags.ca.length ? "--ca" : "",
-          flags.roleArn.length ? "--role-arn" : "",
-          flags.crl.length ? "--crl" : "",
-          flags.durationSeconds !== undefined ? "--duration-seconds" : "",
-          flags.acceptRoleSessionName ? "--accept-role-session-name" : "",
-        ].filter(Boolean);
-        if (clashing.length) {
-          throw usageError("EMULATOR_FLAGS_CONFLICT", `${clashing.join(", ")} cannot be combined with --config`, "put trust anchors, roles and CRLs in the configuration file");
-        }
         config = emulator.loadEmulatorConfigFile(flags.config);
       } else {
-        if (flags.ca.length === 0) {
-          throw usageError("EMULATOR_NO_TRUST_ANCHOR", "no CA to trust", "give --ca FILE (the CA that issued your certificates) or --config FILE");
-        }
         config = emulator.buildEmulatorConfig({
           caCertificates: flags.ca.map((f) => readInput(f, "CA certificate file")),
           trustAnchorNames: flags.ca.map((f) => emulator.trustAnchorNameFromFile(f)),

@@ -7,6 +7,7 @@ import { registerEmulator } from "./emulator";
 import { registerAgent } from "./agent";
 import { registerServe } from "./serve";
 import { registerUpdate } from "./update";
+import { registerList } from "./list";
 
 /** Registers every ra-agent command on `program`. */
 export function registerCommands(program: Command): void {
@@ -18,4 +19,5 @@ export function registerCommands(program: Command): void {
   registerAgent(program);
   registerServe(program);
   registerUpdate(program);
+  registerList(program);
 }

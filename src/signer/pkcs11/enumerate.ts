@@ -3,6 +3,7 @@
  * tokens, keys and certificates, each with the exact `pkcs11:` URI to paste.
  */
 import { existsSync } from "node:fs";
+import { basename } from "node:path";
 import { RaError } from "../../errors";
 import { logger } from "../../log/logger";
 import { parsePkcs11Uri, Pkcs11Uri } from "../../uri/pkcs11-uri";
@@ -11,7 +12,7 @@ import type { PinState } from "./constants";
 import { toRaError } from "./errors";
 import type { LoginPolicy } from "./login";
 import { isDefaultProxy, loadModule, resolveModule } from "./module";
-import { locateCatalogModule, moduleCatalog } from "./native-config";
+import { catalogEntryForPath, locateCatalogModule, moduleCatalog } from "./native-config";
 import { CertificateObject, objectUri, PrivateKeyObject, readCertificates, readPrivateKeys, readPublicKeys } from "./objects";
 import { listP11KitModules } from "./p11-kit";
 import { defaultPinProvider, PinProvider } from "./pin";
@@ -146,12 +147,13 @@ export function moduleCandidates(opts: Pick<ListOptions, "modulePaths" | "allMod
   const add = (path: string, name: string, source: ModuleListing["source"]): void => {
     if (!out.has(path)) out.set(path, { path, name, source });
   };
-  if (opts.modulePaths?.length) for (const p of opts.modulePaths) add(resolveModule({ modulePath: p }).path, p, "explicit");
+  const nameOf = (path: string): string => catalogEntryForPath(path)?.id ?? basename(path);
+  if (opts.modulePaths?.length) for (const p of opts.modulePaths) add(resolveModule({ modulePath: p }).path, nameOf(resolveModule({ modulePath: p }).path), "explicit");
   else {
     try {
       const parsed = opts.uri ? parsePkcs11Uri(opts.uri) : undefined;
       const choice = resolveModule({ uris: [parsed] });
-      add(choice.path, choice.source === "default" ? moduleCatalog().defaultModule : choice.path, choice.source === "default" ? "default" : "explicit");
+      add(choice.path, nameOf(choice.path), choice.source === "default" ? "default" : "explicit");
     } catch (e) {
       if (!opts.allModules) throw e;
     }
