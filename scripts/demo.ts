@@ -60,7 +60,7 @@ async function softHsmToken(stateDir: string): Promise<DemoToken> {
 }
 
 function startEmulator(caPath: string): Promise<{ child: ChildProcess; info: EmulatorInfo }> {
-  const child = spawn(process.execPath, [RA_AGENT, "emulator", "--ca", caPath, "--port", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, [RA_AGENT, "emulator", "--ca", caPath, "--port", "0", "--log-level", "warn"], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolvePromise, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.once("line", (line) => {

@@ -13,6 +13,10 @@ APT_PACKAGES=(softhsm2 opensc p11-kit p11-kit-modules gnutls-bin openssl
 log() { printf '[ensure-deps] %s\n' "$*" >&2; }
 
 missing=()
+# The AWS CLI (v1 or v2) and boto3 are used by the end-to-end tests as real clients.
+command -v aws >/dev/null 2>&1 || APT_PACKAGES+=(awscli)
+command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
+python3 -c 'import boto3' >/dev/null 2>&1 || APT_PACKAGES+=(python3-boto3)
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done

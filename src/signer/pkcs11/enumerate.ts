@@ -283,7 +283,7 @@ export async function listPkcs11(opts: ListOptions = {}): Promise<ModuleListing[
           } catch (e) {
             if (e instanceof RaError && e.kind === "pin") throw e;
             tl.objectsError = toRaError(e, { operation: "listing objects", token: t.label }).message;
-            logger.debug("cannot list objects", { token: t.label, error: tl.objectsError });
+            logger.debug("cannot list objects", { tokenName: t.label, error: tl.objectsError });
           }
         }
       } else if (filter) {

@@ -31,7 +31,7 @@ export async function closeAllPkcs11(): Promise<void> {
     try {
       ctx.close();
     } catch (e) {
-      logger.debug("closing a token context failed", { token: ctx.name, error: (e as Error).message });
+      logger.debug("closing a token context failed", { tokenName: ctx.name, error: (e as Error).message });
     }
   }
   for (const m of loadedModules()) m.close();

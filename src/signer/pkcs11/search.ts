@@ -75,7 +75,7 @@ export async function searchCertificates(module: Pkcs11Module, uri: Pkcs11Uri, o
   if (certificates.length === 0 && tokens.length === 1 && opts.login) {
     const ctx = tokenContext(tokens[0]);
     if (ctx.slot.token.loginRequired && !ctx.loggedIn) {
-      logger.debug("no certificate visible without login; logging in to the only matching token", { token: ctx.name });
+      logger.debug("no certificate visible without login; logging in to the only matching token", { tokenName: ctx.name });
       const objects = await ctx.withSession(async (lease) => {
         await ctx.ensureLoggedIn(lease, opts.pins, opts.policy);
         return readCertificates(module.api, lease.handle, query);

@@ -77,7 +77,8 @@ export class TokenContext {
 
   private moduleGeneration: number;
   private idle: Buffer[] = [];
-  private openSessions = new Set<string>();
+  /** Every session we hold, by handle, with the generation it was opened in. */
+  private sessions = new Map<string, number>();
   private busy = 0;
   private waiters: Array<() => void> = [];
   private goodPin?: PinResult;
@@ -93,12 +94,12 @@ export class TokenContext {
     this.name = describeToken(slot);
     this.uri = tokenUri(slot);
     this.moduleGeneration = slot.module.generation;
-    if (this.quirks.ids.length) logger.debug("token quirks", { token: this.name, quirks: this.quirks.ids });
+    if (this.quirks.ids.length) logger.debug("token quirks", { tokenName: this.name, quirks: this.quirks.ids });
   }
 
   /** Sessions open now, idle ones, and the pool's size. */
   sessionStats(): { open: number; idle: number; busy: number; max: number } {
-    return { open: this.openSessions.size, idle: this.idle.length, busy: this.busy, max: this.quirks.sessionPoolSize };
+    return { open: this.currentSessionCount(), idle: this.idle.length, busy: this.busy, max: this.quirks.sessionPoolSize };
   }
 
   /** True when `e` should trigger {@link recover}: standard codes plus the token's quirks. */
@@ -126,6 +127,13 @@ export class TokenContext {
     }
   }
 
+  /** Sessions of the current generation (idle and busy): the pool's size. */
+  private currentSessionCount(): number {
+    let n = 0;
+    for (const g of this.sessions.values()) if (g === this.generation) n++;
+    return n;
+  }
+
   private openSession(): Buffer {
     let h: Buffer;
     try {
@@ -133,29 +141,33 @@ export class TokenContext {
     } catch (e) {
       throw toRaError(e, { operation: "C_OpenSession", token: this.name, quirks: this.quirks });
     }
-    this.openSessions.add(this.handleKey(h));
+    const key = this.handleKey(h);
+    if (this.sessions.has(key)) {
+      // The module handed out a number we still held: the old session is dead (closed underneath us).
+      this.idle = this.idle.filter((i) => !i.equals(h));
+    }
+    this.sessions.set(key, this.generation);
     return h;
   }
 
   private closeSession(h: Buffer): void {
-    this.openSessions.delete(this.handleKey(h));
+    this.sessions.delete(this.handleKey(h));
     try {
       this.module.api.C_CloseSession(h);
     } catch (e) {
-      logger.debug("C_CloseSession failed (already closed?)", { token: this.name, error: (e as Error).message });
+      logger.debug("C_CloseSession failed (already closed?)", { tokenName: this.name, error: (e as Error).message });
     }
   }
 
   /**
-   * Forgets every session (closing the idle ones; busy ones close when returned),
-   * and the login with them.
+   * Forgets every session of the current generation (closing the idle ones; busy
+   * ones close when returned), and the login with them.
    */
   private dropSessions(why: string): void {
-    logger.debug("dropping PKCS#11 sessions", { token: this.name, why });
-    this.generation++;
+    logger.debug("dropping PKCS#11 sessions", { tokenName: this.name, why });
     for (const h of this.idle) this.closeSession(h);
     this.idle = [];
-    this.openSessions.clear();
+    this.generation++;
     this.loggedIn = false;
   }
 
@@ -169,7 +181,7 @@ export class TokenContext {
     for (;;) {
       const idle = this.idle.pop();
       if (idle) return this.lease(idle);
-      if (this.openSessions.size < this.quirks.sessionPoolSize) return this.lease(this.openSession());
+      if (this.currentSessionCount() < this.quirks.sessionPoolSize) return this.lease(this.openSession());
       await new Promise<void>((resolve) => this.waiters.push(resolve));
       this.syncModuleGeneration();
     }
@@ -184,20 +196,19 @@ export class TokenContext {
   release(lease: SessionLease): void {
     this.busy--;
     const discarded = lease instanceof Lease && lease.discarded;
-    if (lease.generation !== this.generation) {
+    const owner = this.sessions.get(this.handleKey(lease.handle));
+    if (owner !== lease.generation) {
+      // The number now belongs to a newer session (ours was closed underneath us): leave it alone.
+    } else if (lease.generation !== this.generation) {
       // Our sessions were dropped while this one was busy: close it quietly.
-      try {
-        this.module.api.C_CloseSession(lease.handle);
-      } catch {
-        // gone already
-      }
+      this.closeSession(lease.handle);
     } else if (discarded) {
       // Keep one session open while logged in: closing the last one logs the token out.
-      if (this.openSessions.size === 1 && this.loggedIn) {
+      if (this.currentSessionCount() === 1 && this.loggedIn) {
         try {
           this.idle.push(this.openSession());
         } catch (e) {
-          logger.debug("could not open a replacement session", { token: this.name, error: (e as Error).message });
+          logger.debug("could not open a replacement session", { tokenName: this.name, error: (e as Error).message });
         }
       }
       this.closeSession(lease.handle);
@@ -223,7 +234,7 @@ export class TokenContext {
       try {
         this.mechanisms = new Set(this.module.api.C_GetMechanismList(this.slot.handle));
       } catch (e) {
-        logger.debug("C_GetMechanismList failed; falling back to basic mechanisms", { token: this.name, error: (e as Error).message });
+        logger.debug("C_GetMechanismList failed; falling back to basic mechanisms", { tokenName: this.name, error: (e as Error).message });
         this.mechanisms = null;
       }
     }
@@ -268,7 +279,7 @@ export class TokenContext {
     const ctx = { tokenName: this.name, tokenKey: this.key, quirks: this.quirks };
     if (!pin) {
       if (token.protectedAuthenticationPath) {
-        logger.info("enter the PIN on the token's PIN pad", { token: this.name });
+        logger.info("enter the PIN on the token's PIN pad", { tokenName: this.name });
         this.loginAttempts++;
         login(this.module.api, lease.handle, "user", undefined, ctx);
         this.loggedIn = true;
@@ -280,7 +291,7 @@ export class TokenContext {
     }
     checkLoginAllowed({ token, tokenName: this.name, tokenKey: this.key, pin, policy, quirks: this.quirks, userType: "user" });
     this.loginAttempts++;
-    logger.debug("logging in to token", { token: this.name, pinSource: pin.source });
+    logger.debug("logging in to token", { tokenName: this.name, pinSource: pin.source });
     try {
       login(this.module.api, lease.handle, "user", pin.pin, ctx);
     } catch (e) {
@@ -354,15 +365,14 @@ export class TokenContext {
     this.slot = found;
     this.mechanisms = undefined;
     this.present = true;
-    logger.info("found the token again", { token: this.name });
+    logger.info("found the token again", { tokenName: this.name });
   }
 
   /** Closes every idle session (busy ones close when returned); the login ends with the last session. */
   close(): void {
-    this.generation++;
     for (const h of this.idle) this.closeSession(h);
     this.idle = [];
-    this.openSessions.clear();
+    this.generation++;
     this.loggedIn = false;
     this.goodPin = undefined;
     contexts.delete(this.key);
