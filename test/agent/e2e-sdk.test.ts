@@ -7,9 +7,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { fromContainerMetadata, fromInstanceMetadata } from "@aws-sdk/credential-providers";
+import { fromContainerMetadata, fromHttp, fromInstanceMetadata, fromNodeProviderChain } from "@aws-sdk/credential-providers";
 import { GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
 import type { AwsCredentialIdentityProvider } from "@aws-sdk/types";
 import { tempDir } from "./helpers";
@@ -65,26 +66,35 @@ test("AWS SDK v3 fromInstanceMetadata and fromContainerMetadata against ra-agent
       assert.match(serve.line.imdsEndpoint, /^http:\/\/127\.0\.0\.1:\d+\/$/);
       const imdsArn = await withEnv({ AWS_EC2_METADATA_SERVICE_ENDPOINT: serve.line.imdsEndpoint, AWS_EC2_METADATA_DISABLED: "false" }, async () => {
         const provider = fromInstanceMetadata({ timeout: 2000, maxRetries: 0 });
-        const c = await provider().catch((e) => { console.log("DBG", e.statusCode, serve.line); throw e; });
+        const c = await provider();
         assert.match(c.accessKeyId, /^ASIA/);
         assert.ok(c.expiration && c.expiration.getTime() > Date.now() + 15 * 60_000);
         return callerArn(world, provider);
       });
       assert.match(imdsArn, /assumed-role\/ra-agent-emulator\//);
 
-      const ecsArn = await withEnv({ AWS_CONTAINER_CREDENTIALS_FULL_URI: serve.line.ecsFullUri, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: tokenFile }, async () => {
+      // fromContainerMetadata sends AWS_CONTAINER_AUTHORIZATION_TOKEN (the token itself);
+      // fromHttp and the default chain read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE.
+      const token = readFileSync(tokenFile, "utf8");
+      const ecsArn = await withEnv({ AWS_CONTAINER_CREDENTIALS_FULL_URI: serve.line.ecsFullUri, AWS_CONTAINER_AUTHORIZATION_TOKEN: token }, async () => {
         const provider = fromContainerMetadata({ timeout: 2000, maxRetries: 0 });
         const c = await provider();
         assert.match(c.accessKeyId, /^ASIA/);
         return callerArn(world, provider);
       });
       assert.match(ecsArn, /assumed-role\/ra-agent-emulator\//);
+      for (const make of [() => fromHttp({}), () => fromNodeProviderChain({})]) {
+        const arn = await withEnv({ AWS_CONTAINER_CREDENTIALS_FULL_URI: serve.line.ecsFullUri, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: tokenFile, AWS_CONFIG_FILE: join(dir, "none"), AWS_SHARED_CREDENTIALS_FILE: join(dir, "none") }, () => callerArn(world, make()));
+        assert.match(arn, /assumed-role\/ra-agent-emulator\//);
+      }
 
       // A wrong token is refused by the ECS endpoint.
-      const { writeFileSync } = await import("node:fs");
       const wrong = join(dir, "wrong-token");
       writeFileSync(wrong, "not-the-token");
       await withEnv({ AWS_CONTAINER_CREDENTIALS_FULL_URI: serve.line.ecsFullUri, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: wrong }, async () => {
+        await assert.rejects(fromHttp({})());
+      });
+      await withEnv({ AWS_CONTAINER_CREDENTIALS_FULL_URI: serve.line.ecsFullUri, AWS_CONTAINER_AUTHORIZATION_TOKEN: "not-the-token" }, async () => {
         await assert.rejects(fromContainerMetadata({ timeout: 2000, maxRetries: 0 })());
       });
       assert.equal(world.emulator.createSessionCount, 1, "one CreateSession for all clients");

@@ -7,7 +7,7 @@ import * as pkcs11js from "pkcs11js";
 import { RaError } from "../../errors";
 import { logger } from "../../log/logger";
 import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
-import { ckrOf, hasCkr, toRaError } from "./errors";
+import { ckrOf, hasCkr, Pkcs11CallError, toRaError } from "./errors";
 import { badPins, checkLoginAllowed, login, LoginPolicy } from "./login";
 import type { Pkcs11Module } from "./module";
 import type { Quirks } from "./native-config";
@@ -218,6 +218,20 @@ export class TokenContext {
     this.waiters.shift()?.();
   }
 
+  /**
+   * Throws a recoverable "session lost" error when our sessions were dropped since
+   * `lease` was borrowed: its handle number may already belong to a newer session.
+   * Call it before each use of a lease that follows an `await`.
+   * @throws Pkcs11CallError `PKCS11_SESSION_LOST` (CKR_SESSION_HANDLE_INVALID)
+   */
+  assertCurrent(lease: SessionLease): void {
+    if (lease.generation !== this.generation) {
+      throw new Pkcs11CallError("token", "PKCS11_SESSION_LOST", `the session with ${this.name} was reset while in use`, pkcs11js.CKR_SESSION_HANDLE_INVALID, "session", {
+        hint: "the token was reset; the operation is retried once",
+      });
+    }
+  }
+
   /** Runs `fn` with a borrowed session, returning it afterwards. */
   async withSession<T>(fn: (lease: SessionLease) => Promise<T> | T): Promise<T> {
     const lease = await this.acquire();
@@ -259,13 +273,15 @@ export class TokenContext {
    *   of {@link checkLoginAllowed}, and C_Login's errors (`PKCS11_PIN_INCORRECT`, …)
    */
   async ensureLoggedIn(lease: SessionLease, pins: PinProvider, policy: LoginPolicy): Promise<void> {
-    if (this.loggedIn && lease.generation === this.generation) return;
+    this.assertCurrent(lease);
+    if (this.loggedIn) return;
     if (!this.loginInFlight) {
       this.loginInFlight = this.doLogin(lease, pins, policy).finally(() => {
         this.loginInFlight = undefined;
       });
     }
-    return this.loginInFlight;
+    await this.loginInFlight;
+    this.assertCurrent(lease);
   }
 
   private async doLogin(lease: SessionLease, pins: PinProvider, policy: LoginPolicy): Promise<void> {
@@ -277,6 +293,7 @@ export class TokenContext {
     const remembered = this.goodPin && !badPins.has(this.key, this.goodPin.pin) ? this.goodPin : undefined;
     const pin = remembered ?? (await pins.getPin({ kind: "user", token: this.name, tokenUri: this.uri, finalTry: (token.flags & pkcs11js.CKF_USER_PIN_FINAL_TRY) !== 0 }));
     const ctx = { tokenName: this.name, tokenKey: this.key, quirks: this.quirks };
+    this.assertCurrent(lease); // the PIN source may have taken a while (a prompt)
     if (!pin) {
       if (token.protectedAuthenticationPath) {
         logger.info("enter the PIN on the token's PIN pad", { tokenName: this.name });

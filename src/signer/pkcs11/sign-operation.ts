@@ -52,11 +52,13 @@ async function contextSpecificPin(ctx: TokenContext, key: KeyHandle, auth: SignA
  */
 export async function signOnToken(ctx: TokenContext, lease: SessionLease, key: KeyHandle, plan: SignPlan, auth: SignAuth): Promise<Buffer> {
   const api = ctx.module.api;
+  ctx.assertCurrent(lease);
   api.C_SignInit(lease.handle, { mechanism: plan.mechanism }, key.handle);
   let raw: Buffer;
   try {
     if (key.alwaysAuthenticate) {
       const pin = await contextSpecificPin(ctx, key, auth);
+      ctx.assertCurrent(lease);
       checkLoginAllowed({ token: ctx.currentToken(), tokenName: ctx.name, tokenKey: ctx.key, pin, policy: auth.policy, quirks: ctx.quirks, userType: "context-specific" });
       logger.debug("context-specific login for an always-authenticate key", { key: key.uri, pinSource: pin.source });
       login(api, lease.handle, "context-specific", pin.pin, { tokenName: ctx.name, tokenKey: ctx.key, quirks: ctx.quirks });

@@ -191,6 +191,7 @@ export class Pkcs11Signer implements Signer {
   }
 
   private async signWith(lease: SessionLease, message: Uint8Array, digest: DigestAlgorithm): Promise<Buffer> {
+    this.ctx.assertCurrent(lease);
     if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) await this.ctx.ensureLoggedIn(lease, this.auth.pins, this.auth.policy);
     if (this.keyGeneration !== lease.generation) this.relocateKey(lease);
     const plan = planSignature(this.keyType, message, digest, this.ctx.mechanismList(), this.ctx.quirks.avoidMechanisms);
