@@ -15,19 +15,11 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import type { DemoToken } from "./lib/demo-token";
 
 const ROOT = resolve(__dirname, "..", "..");
 const RA_AGENT = join(ROOT, "bin", "ra-agent");
 
-/** What the demo runs on: a key source plus the environment its module needs. */
-interface DemoToken {
-  kind: string;
-  modulePath: string;
-  certificateUri: string;
-  caPath: string;
-  env: Record<string, string>;
-  stop?: () => Promise<void>;
-}
 
 interface EmulatorInfo {
   endpoint: string;
@@ -81,8 +73,9 @@ async function main(): Promise<number> {
 
   step("Provisioning the token (keys are generated inside it and never leave it)");
   let token: DemoToken;
-  if (args.includes("--tpm") || args.includes("--card")) {
-    throw new Error("--tpm / --card: not wired yet");
+  if (args.includes("--card")) {
+    const { demoCardToken } = await import("./card/demo-token");
+    token = await demoCardToken(stateDir);
   } else {
     token = await softHsmToken(stateDir);
   }

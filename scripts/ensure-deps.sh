@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(softhsm2 opensc p11-kit p11-kit-modules gnutls-bin openssl
   swtpm swtpm-tools tpm2-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
-  libtss2-tcti-swtpm0 libtss2-tctildr0 curl)
+  libtss2-tcti-swtpm0 libtss2-tctildr0 curl
+  # the virtual smart card (scripts/card/): pcscd, vpcd, libcacard, NSS tools, a C compiler
+  pcscd vsmartcard-vpcd opensc-pkcs11 libcacard0 libcacard-dev libnss3-tools gcc libc6-dev pkg-config)
 
 log() { printf '[ensure-deps] %s\n' "$*" >&2; }
 

@@ -146,7 +146,7 @@ export function openscModulePath(): string {
  */
 export async function startVirtualCard(options: VirtualCardOptions): Promise<VirtualCard> {
   const missing = missingCardDependencies();
-  if (missing.length) throw new Error(`virtual card: missing ${missing.join(", ")}; run scripts/card/ensure-card-deps.sh`);
+  if (missing.length) throw new Error(`virtual card: missing ${missing.join(", ")}; run scripts/ensure-deps.sh --apt-only`);
   const pin = options.pin ?? "123456";
   if (!/^[\x21-\x7e]{4,8}$/.test(pin)) throw new Error("virtual card: the PIN must be 4-8 printable ASCII characters without spaces");
   const maxTries = options.maxTries ?? 3;

@@ -22,7 +22,7 @@ import { formatPkcs11Uri } from "../../src/uri/pkcs11-uri";
 import { findCatalogEntry, locateCatalogModule } from "../../src/signer/pkcs11/native-config";
 import { Swtpm, type SwtpmTransport } from "./swtpm";
 import {
-  clearDictionaryLockout, findExecutable, NO_LOCKOUT, readDictionaryLockout, runTpmTool, setDictionaryLockout, writeFlushWrappers,
+  clearDictionaryLockout, findExecutable, NO_LOCKOUT, readDictionaryLockout, runPtool, setDictionaryLockout, writeFlushWrappers,
   type DictionaryLockoutParameters, type DictionaryLockoutState, type Tpm2ToolsEnv,
 } from "./tpm2-tools";
 import type { TokenPublicKey } from "./token-public-keys";
@@ -232,17 +232,24 @@ export async function provisionTpm(opts: ProvisionTpmOptions): Promise<Provision
     const lockout = opts.lockout ?? NO_LOCKOUT;
     if (lockout !== "tpm-default") await timed(timings, "dictionaryLockout", () => setDictionaryLockout(tools, lockout));
 
-    const initOut = await timed(timings, "ptoolInit", () => runTpmTool("tpm2_ptool", ["init", `--path=${storeDir}`], tools));
-    const primaryId = /^id:\s*(\d+)/m.exec(initOut)?.[1];
-    if (!primaryId) throw new Error(`tpm2_ptool init printed no primary object id: ${initOut.trim()}`);
-    await timed(timings, "ptoolAddtoken", () =>
-      runTpmTool("tpm2_ptool", ["addtoken", `--pid=${primaryId}`, `--label=${label}`, `--sopin=${soPin}`, `--userpin=${pin}`, `--path=${storeDir}`], tools),
-    );
-    // One at a time: the TPM and the store's SQLite database are both serial.
-    for (const alg of algorithms) {
-      await timed(timings, `ptoolAddkey:${alg}`, () =>
-        runTpmTool("tpm2_ptool", ["addkey", `--label=${label}`, `--userpin=${pin}`, `--algorithm=${PTOOL_ALGORITHM[alg]}`, `--key-label=${keyLabel(alg)}`, `--id=${keyLabel(alg)}`, `--path=${storeDir}`], tools),
-      );
+    // tpm2_ptool: init (a primary key, persisted in the TPM), addtoken, one addkey per key: one batch.
+    // A fresh store's first primary object has id 1; an existing store is extended with a new one.
+    const fresh = !existsSync(join(storeDir, "tpm2_pkcs11.sqlite3"));
+    const addtoken = (pid: string) => ["addtoken", `--pid=${pid}`, `--label=${label}`, `--sopin=${soPin}`, `--userpin=${pin}`, `--path=${storeDir}`];
+    // One key at a time: the TPM and the store's SQLite database are both serial.
+    const addkeys = algorithms.map((alg) => ["addkey", `--label=${label}`, `--userpin=${pin}`, `--algorithm=${PTOOL_ALGORITHM[alg]}`, `--key-label=${keyLabel(alg)}`, `--id=${keyLabel(alg)}`, `--path=${storeDir}`]);
+    const init = ["init", `--path=${storeDir}`];
+    const primaryIdOf = (out: string) => {
+      const id = /^id:\s*(\d+)/m.exec(out)?.[1];
+      if (!id) throw new Error(`tpm2_ptool init printed no primary object id: ${out.trim()}`);
+      return id;
+    };
+    if (fresh) {
+      const [initOut] = await timed(timings, "ptool", () => runPtool([init, addtoken("1"), ...addkeys], tools));
+      if (primaryIdOf(initOut) !== "1") throw new Error(`tpm2_ptool init in a fresh store created primary object ${primaryIdOf(initOut)}, not 1`);
+    } else {
+      const [initOut] = await timed(timings, "ptoolInit", () => runPtool([init], tools));
+      await timed(timings, "ptool", () => runPtool([addtoken(primaryIdOf(initOut)), ...addkeys], tools));
     }
 
     const publicKeys = await timed(timings, "readPublicKeys", () => readPublicKeysInChild(modulePath, label, env));
@@ -256,7 +263,6 @@ export async function provisionTpm(opts: ProvisionTpmOptions): Promise<Provision
       const certificatePem = cert.toString("pem") + "\n";
       const certificateFile = join(certDir, `${kl}.pem`);
       writeFileSync(certificateFile, certificatePem);
-      await timed(timings, `ptoolAddcert:${alg}`, () => runTpmTool("tpm2_ptool", ["addcert", `--label=${label}`, `--key-label=${kl}`, `--path=${storeDir}`, certificateFile], tools));
       const id = Buffer.from(pub.idHex, "hex");
       keys.push({
         keyType: alg.startsWith("RSA") ? "RSA" : "EC",
@@ -270,6 +276,7 @@ export async function provisionTpm(opts: ProvisionTpmOptions): Promise<Provision
         certificateFile,
       });
     }
+    await timed(timings, "ptoolAddcerts", () => runPtool(keys.map((k) => ["addcert", `--label=${label}`, `--key-label=${k.label}`, `--path=${storeDir}`, k.certificateFile]), tools));
     writeFileSync(join(dir, "ca.pem"), ca.pem);
     const saved: SavedState = {
       transport: swtpm.transport, ports: swtpm.tcpPorts, env, modulePath, tokenLabel: label,

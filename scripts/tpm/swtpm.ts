@@ -57,6 +57,11 @@ function installExitHook(): void {
   });
 }
 
+/** True while `pid` runs (an exited but unreaped process, a zombie, counts as gone). */
+export function isProcessRunning(pid: number): boolean {
+  return isAlive(pid);
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -10,8 +10,8 @@
  * `tpm2_flushcontext -t`. tpm2-tools save object contexts to files, so the next
  * command reloads what it needs.
  */
-import { execFile } from "node:child_process";
-import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { promisify } from "node:util";
 
@@ -103,6 +103,64 @@ export async function runTpmTool(command: string, args: string[], env: Tpm2Tools
     const sub = command === "tpm2_ptool" && args[0] ? ` ${args[0]}` : "";
     throw new Error(`${command}${sub} failed: ${(err.stderr || err.stdout || err.message).trim().slice(-2000)}`);
   }
+}
+
+const BATCH_MARK = /\n?@@ra-agent-ptool-step@@ \d+\n/;
+
+/** The batch runner next to this file (source tree) or in the repository (compiled into an out dir). */
+function batchScript(): string | undefined {
+  return [join(__dirname, "ptool-batch.py"), join(__dirname, "..", "..", "..", "scripts", "tpm", "ptool-batch.py")].find((p) => existsSync(p));
+}
+
+/** The Python interpreter of tpm2_ptool, from its `#!` line. */
+function ptoolInterpreter(): string[] | undefined {
+  const ptool = findExecutable("tpm2_ptool");
+  if (!ptool) return undefined;
+  const first = readFileSync(ptool, "utf8").split("\n", 1)[0];
+  if (!first.startsWith("#!")) return undefined;
+  const parts = first.slice(2).trim().split(/\s+/);
+  return parts[0].endsWith("/env") ? parts.slice(1) : parts;
+}
+
+function runBatch(interpreter: string[], script: string, steps: string[][], env: Tpm2ToolsEnv, timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(interpreter[0], [...interpreter.slice(1), script], { env: childEnv(env), stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+    // The PINs travel on stdin, not on a command line.
+    child.stdin.end(JSON.stringify(steps));
+  });
+}
+
+/**
+ * Runs tpm2_ptool commands in order and returns each one's stdout. They run in
+ * one Python process (ptool-batch.py, through tpm2_ptool's own entry point)
+ * when possible: tpm2_ptool's start-up costs more than most commands. Falls back
+ * to one tpm2_ptool process per command.
+ * @throws Error naming the failing command, with its output (never its arguments)
+ */
+export async function runPtool(steps: string[][], env: Tpm2ToolsEnv, timeoutMs = 120_000): Promise<string[]> {
+  const script = batchScript();
+  const interpreter = ptoolInterpreter();
+  if (script && interpreter) {
+    const r = await runBatch(interpreter, script, steps, env, timeoutMs);
+    if (r.code === 0) return r.stdout.split(BATCH_MARK).slice(0, steps.length);
+    if (r.code !== 3) throw new Error(`${r.stderr.trim().split("\n").slice(-1)[0] || "tpm2_ptool failed"}: ${(r.stderr + r.stdout).trim().slice(-2000)}`);
+  }
+  const out: string[] = [];
+  for (const step of steps) out.push(await runTpmTool("tpm2_ptool", step, env, timeoutMs));
+  return out;
 }
 
 /**

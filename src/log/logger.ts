@@ -12,12 +12,14 @@ export interface LoggerOptions {
 /**
  * Field names whose values are never logged. Matching is case-insensitive and
  * ignores `-` and `_`, so `SessionToken`, `session_token` and `x-amz-security-token` all match.
+ * A bare `token` is not on the list: in ra-agent it names a PKCS#11 token.
  */
 const SECRET_FIELDS = new Set(
   [
     "pin", "pinvalue", "userpin", "sopin", "password", "passphrase", "pkcs8password",
-    "secretaccesskey", "secretkey", "sessiontoken", "token", "securitytoken", "xamzsecuritytoken",
-    "authorization", "authorizationtoken", "privatekey", "credentials",
+    "secretaccesskey", "secretkey", "sessiontoken", "securitytoken", "xamzsecuritytoken",
+    "authorization", "authorizationtoken", "imdstoken", "metadatatoken", "bearertoken", "accesstoken",
+    "privatekey", "credentials",
   ],
 );
 

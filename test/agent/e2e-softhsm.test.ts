@@ -11,7 +11,7 @@ import { createPublicKey, verify, X509Certificate } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { unixRequest, tempDir, writeConfig } from "./helpers";
-import { cleanAwsEnv, run, softhsmAvailable, softhsmToken, startAgentProcess, startWorld, SOFTHSM_MODULE } from "./world";
+import { CLI, cleanAwsEnv, run, softhsmAvailable, softhsmToken, startAgentProcess, startWorld, SOFTHSM_MODULE } from "./world";
 
 const available = softhsmAvailable();
 
@@ -36,9 +36,9 @@ test("agent with a SoftHSM key: one login, single flight, AWS CLI, status, keys,
       assert.equal(world.emulator.createSessionCount, 1);
       const creds = JSON.parse(answers[0].body);
 
-      // The AWS CLI through credential_process.
+      // The AWS CLI through credential_process = ra-agent credential-process --profile (the agent's fast client).
       const awsConfig = join(dir, "aws-config");
-      writeFileSync(awsConfig, `[profile hsm]\ncredential_process = curl -sS --fail --unix-socket ${socket} http://localhost/v1/credentials/hsm\n`);
+      writeFileSync(awsConfig, `[profile hsm]\ncredential_process = ${process.execPath} ${CLI} credential-process --profile hsm --socket ${socket}\n`);
       const aws = await run("aws", ["--profile", "hsm", "--endpoint-url", world.stsEndpoint, "sts", "get-caller-identity"], { env: cleanAwsEnv(dir, { AWS_CONFIG_FILE: awsConfig }) });
       assert.equal(aws.status, 0, aws.stderr);
       assert.match(aws.stdout, /assumed-role/);

@@ -15,7 +15,7 @@ import { missingCardDependencies, startVirtualCard, type VirtualCard, type Virtu
 export function cardSkipReason(): string | false {
   const missing = missingCardDependencies();
   if (missing.length === 0 || process.env.CI === "true") return false;
-  return `virtual smart card needs: ${missing.join(", ")} (scripts/card/ensure-card-deps.sh)`;
+  return `virtual smart card needs: ${missing.join(", ")} (scripts/ensure-deps.sh --apt-only)`;
 }
 
 /** A started card plus its temp dir. */

@@ -9,20 +9,14 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Swtpm } from "../../scripts/tpm/swtpm";
+import { isProcessRunning, Swtpm } from "../../scripts/tpm/swtpm";
 import { clearDictionaryLockout, readDictionaryLockout, setDictionaryLockout, type Tpm2ToolsEnv } from "../../scripts/tpm/tpm2-tools";
 import { tpmSkipReason } from "./tpm-fixture";
 
 const skip = tpmSkipReason();
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Running, not a zombie: swtpm daemonises, so its parent is init, which may reap it late. */
+const alive = isProcessRunning;
 
 for (const transport of ["unix", "tcp"] as const) {
   test(`swtpm over ${transport}: start, settings survive stop/start on the same address, kill`, { skip }, async () => {

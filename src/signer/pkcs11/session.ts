@@ -105,7 +105,8 @@ export class TokenContext {
   /** True when `e` should trigger {@link recover}: standard codes plus the token's quirks. */
   isRecoverable(e: unknown): boolean {
     const ckr = ckrOf(e);
-    if (ckr === undefined) return e instanceof RaError && e.code === "PKCS11_TOKEN_NOT_PRESENT";
+    // Our own "not present" comes from a recovery that just looked: fail fast.
+    if (ckr === undefined) return false;
     if (RECOVERABLE.has(ckr)) return true;
     return this.quirks.recoverableErrors.some((name) => constantValue(name) === ckr);
   }

@@ -171,7 +171,7 @@ export class Pkcs11Signer implements Signer {
       signature = await attempt();
     } catch (e) {
       if (!this.ctx.isRecoverable(e)) throw this.fail(e, "C_Sign");
-      logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, error: ckrName(ckrOf(e) ?? 0) });
+      logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, error: ckrName(ckrOf(e)!) });
       if (hasCkr(e, pkcs11js.CKR_USER_NOT_LOGGED_IN)) this.forceLogin = true;
       try {
         await this.ctx.recover(seenGeneration);

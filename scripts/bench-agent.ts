@@ -1,0 +1,446 @@
+/**
+ * Agent benchmarks (issue 4, item 9), measured side by side in one run on the
+ * real pieces: a SoftHSM token provisioned by softhsm/provision.ts (keys
+ * generated inside it), the emulator, and the built `ra-agent agent`.
+ *
+ *   (a) `ra-agent credential-process --profile` through the agent vs `node -e 0`
+ *       (startup floor; target <= 1.3x) and vs `curl --unix-socket`;
+ *   (b) 500 concurrent clients on a cold cache: CreateSession count at the
+ *       emulator (must be 1), p50/p99 latency;
+ *   (c) agent credential requests/s vs a bare node HTTP server on a Unix socket
+ *       returning a fixed body of the same size (target >= 80 %);
+ *   (d) agent RSS idle, after 100k and after 200k requests (target <= 80 MB, no growth);
+ *   (e) signatures/s through the agent (POST /v1/sign) vs raw pkcs11js on the
+ *       same SoftHSM key (target >= 80 %).
+ *
+ * Usage: scripts/bench.sh [--quick] [--json]   (or node dist/scripts/bench-agent.js)
+ * The load generator, the bare server and the raw pkcs11js signer run as child
+ * processes of this script (`--role ...`), so that each side has its own core.
+ * Not a test: it prints figures, it does not assert on timing.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { Agent as HttpAgent, createServer, request } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+const CLI = resolve(__dirname, "../src/cli/main.js");
+const SELF = __filename;
+const SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so";
+
+// ---------------------------------------------------------------- helpers
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+function fmt(n: number, digits = 1): string {
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function stringToSign(algorithm: string): string {
+  const amz = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
+  return `${algorithm}\n${amz}\n${amz.slice(0, 8)}/us-east-1/rolesanywhere/aws4_request\n${"ab".repeat(32)}`;
+}
+
+/** Runs a child `node bench-agent.js --role ROLE` with JSON args and returns its JSON answer. */
+function runRole<T>(role: string, args: unknown, env: NodeJS.ProcessEnv = process.env): Promise<T> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [SELF, "--role", role, JSON.stringify(args)], { env, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+    child.on("exit", (code) => (code === 0 ? resolvePromise(JSON.parse(out) as T) : reject(new Error(`${role} exited with ${code}`))));
+  });
+}
+
+/** Starts a long-running child role that prints one line when ready. */
+async function startRole(role: string, args: unknown, env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(process.execPath, [SELF, "--role", role, JSON.stringify(args)], { env, stdio: ["ignore", "pipe", "inherit"] });
+  const line = await new Promise<string>((res, rej) => {
+    createInterface({ input: child.stdout! }).once("line", res);
+    child.once("exit", (code) => rej(new Error(`${role} exited with ${code}`)));
+  });
+  return { child, line };
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((r) => {
+    if (child.exitCode !== null) return r();
+    child.once("exit", () => r());
+    child.kill("SIGTERM");
+  });
+}
+
+// ---------------------------------------------------------------- child roles
+
+interface LoadArgs {
+  socket: string;
+  method: "GET" | "POST";
+  path: string;
+  /** For POST /v1/sign: the algorithm; a fresh string to sign is made every second. */
+  signAlgorithm?: string;
+  concurrency: number;
+  durationMs?: number;
+  /** Stop after this many requests instead of a duration. */
+  requests?: number;
+  warmupMs: number;
+}
+
+interface LoadResult {
+  count: number;
+  errors: number;
+  seconds: number;
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+/** Closed-loop load generator over keep-alive connections. */
+async function loadGenerator(a: LoadArgs): Promise<LoadResult> {
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: a.concurrency });
+  let body: Buffer | undefined;
+  let bodyAt = 0;
+  const freshBody = (): Buffer | undefined => {
+    if (!a.signAlgorithm) return undefined;
+    if (!body || Date.now() - bodyAt > 1000) {
+      body = Buffer.from(JSON.stringify({ stringToSign: stringToSign(a.signAlgorithm) }));
+      bodyAt = Date.now();
+    }
+    return body;
+  };
+  const one = () =>
+    new Promise<boolean>((res) => {
+      const b = freshBody();
+      const req = request({ socketPath: a.socket, method: a.method, path: a.path, agent, headers: b ? { "Content-Type": "application/json", "Content-Length": b.length } : {} }, (r) => {
+        r.on("data", () => undefined);
+        r.on("end", () => res(r.statusCode === 200));
+      });
+      req.on("error", () => res(false));
+      req.end(b);
+    });
+  const run = async (until: () => boolean, record: boolean) => {
+    let count = 0;
+    let errors = 0;
+    const lat: number[] = [];
+    const worker = async () => {
+      while (!until()) {
+        const t = process.hrtime.bigint();
+        const ok = await one();
+        if (record) lat.push(Number(process.hrtime.bigint() - t) / 1e6);
+        if (ok) count++;
+        else errors++;
+      }
+    };
+    const t0 = process.hrtime.bigint();
+    await Promise.all(Array.from({ length: a.concurrency }, worker));
+    return { count, errors, seconds: Number(process.hrtime.bigint() - t0) / 1e9, lat };
+  };
+  const warmEnd = Date.now() + a.warmupMs;
+  await run(() => Date.now() >= warmEnd, false);
+  let done = 0;
+  const end = Date.now() + (a.durationMs ?? 0);
+  const r = await run(() => (a.requests !== undefined ? done++ >= a.requests : Date.now() >= end), true);
+  agent.destroy();
+  return { count: r.count, errors: r.errors, seconds: r.seconds, rps: r.count / r.seconds, p50ms: percentile(r.lat, 50), p99ms: percentile(r.lat, 99) };
+}
+
+/** A bare node HTTP server on a Unix socket answering a fixed body: the floor for (c). */
+function bareServer(a: { socket: string; bodyLength: number }): void {
+  const body = Buffer.from(JSON.stringify({ x: "y".repeat(Math.max(0, a.bodyLength - 8)) }));
+  createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "application/json", "Content-Length": body.length });
+    res.end(body);
+  }).listen(a.socket, () => process.stdout.write("ready\n"));
+}
+
+interface RawSignArgs {
+  conf: string;
+  tokenLabel: string;
+  pin: string;
+  keyLabel: string;
+  keyType: "RSA" | "EC";
+  durationMs: number;
+  mode: "sync" | "async";
+  sessions: number;
+}
+
+/** Signs in a loop with pkcs11js directly: the floor for (e). */
+async function rawSign(a: RawSignArgs): Promise<{ rps: number; count: number }> {
+  process.env.SOFTHSM2_CONF = a.conf;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const pkcs11js = require("pkcs11js") as typeof import("pkcs11js");
+  const { createHash } = await import("node:crypto");
+  const p = new pkcs11js.PKCS11();
+  p.load(SOFTHSM_MODULE);
+  p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  try {
+    const slot = p.C_GetSlotList(true).find((s) => p.C_GetTokenInfo(s).label.trim() === a.tokenLabel);
+    if (!slot) throw new Error("token not found");
+    const sessions = Array.from({ length: a.sessions }, () => p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION));
+    p.C_Login(sessions[0], pkcs11js.CKU_USER, a.pin);
+    p.C_FindObjectsInit(sessions[0], [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+      { type: pkcs11js.CKA_LABEL, value: a.keyLabel },
+    ]);
+    const [key] = p.C_FindObjects(sessions[0], 1);
+    p.C_FindObjectsFinal(sessions[0]);
+    // The same work the agent does per signature: SHA-256 of a string to sign, then the token signs.
+    const mech = a.keyType === "RSA" ? { mechanism: pkcs11js.CKM_SHA256_RSA_PKCS } : { mechanism: pkcs11js.CKM_ECDSA };
+    const message = Buffer.from(stringToSign(a.keyType === "RSA" ? "AWS4-X509-RSA-SHA256" : "AWS4-X509-ECDSA-SHA256"));
+    const input = () => (a.keyType === "RSA" ? message : createHash("sha256").update(message).digest());
+    const out = Buffer.alloc(512);
+    let count = 0;
+    const end = Date.now() + a.durationMs;
+    const t0 = process.hrtime.bigint();
+    if (a.mode === "sync") {
+      const s = sessions[0];
+      while (Date.now() < end) {
+        p.C_SignInit(s, mech, key);
+        p.C_Sign(s, input(), out);
+        count++;
+      }
+    } else {
+      await Promise.all(
+        sessions.map(async (s) => {
+          while (Date.now() < end) {
+            p.C_SignInit(s, mech, key);
+            await p.C_SignAsync(s, input(), out);
+            count++;
+          }
+        }),
+      );
+    }
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    for (const s of sessions) p.C_CloseSession(s);
+    return { rps: count / seconds, count };
+  } finally {
+    p.C_Finalize();
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+interface Figures {
+  a?: Record<string, number>;
+  b?: Record<string, number>;
+  c?: Record<string, number>;
+  d?: Record<string, number>;
+  e?: Record<string, number>;
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes("--quick");
+  const asJson = process.argv.includes("--json");
+  const dur = quick ? 2000 : 5000;
+  const log = (s: string) => process.stderr.write(s + "\n");
+  const dir = mkdtempSync(join(tmpdir(), "ra-agent-bench-"));
+  const figures: Figures = {};
+  const children: ChildProcess[] = [];
+  let emulator: { close(): Promise<void>; createSessionCount: number; endpoint: string; trustAnchorArn: string; profileArn: string; roleArns: string[] } | undefined;
+  try {
+    // --- set-up: token, emulator, agent
+    log("set-up: provisioning SoftHSM (keys generated in the token)...");
+    const { provisionSoftHsm } = await import("../softhsm/provision");
+    const prov = await provisionSoftHsm({ dir: join(dir, "softhsm"), tokens: [{ label: "bench", keys: [{ label: "rsa-2048", keyType: "RSA-2048" }, { label: "ec-p256", keyType: "EC-P256" }] }] });
+    const token = prov.tokens[0];
+    const certificateUri = (label: string) => token.keys.find((k) => k.label === label)!.certificateUri!;
+    const { startEmulator, buildEmulatorConfig } = await import("../src/emulator");
+    const { createLogger } = await import("../src/log/logger");
+    emulator = await startEmulator(buildEmulatorConfig({ caCertificates: [prov.caPem] }), { logger: createLogger({ level: "error" }) });
+    const env = { ...process.env, SOFTHSM2_CONF: prov.softhsmConf };
+    const profile = (name: string, key: string) => ({
+      name,
+      certificate: certificateUri(key),
+      pkcs11Lib: SOFTHSM_MODULE,
+      pinFile: token.pinFile,
+      trustAnchorArn: emulator!.trustAnchorArn,
+      profileArn: emulator!.profileArn,
+      roleArn: emulator!.roleArns[0],
+      endpoint: emulator!.endpoint,
+      region: "us-east-1",
+      allowSigning: true,
+    });
+    const config = join(dir, "agent.json");
+    writeFileSync(config, JSON.stringify({ profiles: [profile("rsa", "rsa-2048"), profile("ec", "ec-p256"), profile("cold", "ec-p256")] }));
+    const socket = join(dir, "agent.sock");
+    const startAgent = async () => {
+      const child = spawn(process.execPath, [CLI, "agent", "--config", config, "--socket", socket, "--log-level", "warn"], { env, stdio: ["ignore", "pipe", "inherit"] });
+      children.push(child);
+      await new Promise<string>((res, rej) => {
+        createInterface({ input: child.stdout! }).once("line", res);
+        child.once("exit", (code) => rej(new Error(`agent exited with ${code}`)));
+      });
+      return child;
+    };
+    const get = (path: string) =>
+      new Promise<{ status: number; body: string; ms: number }>((res, rej) => {
+        const t = process.hrtime.bigint();
+        const req = request({ socketPath: socket, path, agent: false }, (r) => {
+          let b = "";
+          r.on("data", (c: Buffer) => (b += c.toString()));
+          r.on("end", () => res({ status: r.statusCode ?? 0, body: b, ms: Number(process.hrtime.bigint() - t) / 1e6 }));
+        });
+        req.on("error", rej);
+        req.end();
+      });
+
+    // --- (b) first, on a cold agent: 500 concurrent clients.
+    const agent = await startAgent();
+    log("(b) 500 concurrent clients on a cold cache...");
+    const before = emulator.createSessionCount;
+    const answers = await Promise.all(Array.from({ length: 500 }, () => get("/v1/credentials/cold")));
+    const okCount = answers.filter((x) => x.status === 200).length;
+    const lat = answers.map((x) => x.ms);
+    figures.b = { clients: 500, ok: okCount, createSessions: emulator.createSessionCount - before, p50ms: percentile(lat, 50), p99ms: percentile(lat, 99) };
+
+    // Warm the other profiles.
+    for (const p of ["rsa", "ec"]) if ((await get(`/v1/credentials/${p}`)).status !== 200) throw new Error(`profile ${p} failed`);
+    const bodyLength = (await get("/v1/credentials/ec")).body.length;
+
+    // --- (a) cold start of a client process.
+    log("(a) client start-up: node -e 0 / ra-agent credential-process --profile / curl --unix-socket ...");
+    const runs = quick ? 10 : 25;
+    const cmds: Record<string, string[]> = {
+      "node -e 0": [process.execPath, "-e", "0"],
+      "ra-agent credential-process --profile": [process.execPath, CLI, "credential-process", "--profile", "ec", "--socket", socket],
+      "curl --unix-socket": ["curl", "-sS", "--fail", "--unix-socket", socket, "http://localhost/v1/credentials/ec"],
+    };
+    const times: Record<string, number[]> = Object.fromEntries(Object.keys(cmds).map((k) => [k, []]));
+    for (let i = 0; i < runs + 3; i++) {
+      for (const [name, argv] of Object.entries(cmds)) {
+        const t = process.hrtime.bigint();
+        const r = spawnSync(argv[0], argv.slice(1), { env });
+        const ms = Number(process.hrtime.bigint() - t) / 1e6;
+        if (r.status !== 0) throw new Error(`${name} failed: ${r.stderr}`);
+        if (i >= 3) times[name].push(ms);
+      }
+    }
+    const nodeMs = median(times["node -e 0"]);
+    const raMs = median(times["ra-agent credential-process --profile"]);
+    const curlMs = median(times["curl --unix-socket"]);
+    figures.a = { nodeMs, raAgentMs: raMs, curlMs, ratio: raMs / nodeMs };
+
+    // --- (d) idle RSS
+    const pid = agent.pid!;
+    const rssIdle = rssMb(pid);
+
+    // --- (c) throughput vs a bare server; alternate to even out noise.
+    log("(c) credentials requests/s: agent vs bare node server ...");
+    const bareSocket = join(dir, "bare.sock");
+    const bare = await startRole("bare-server", { socket: bareSocket, bodyLength });
+    children.push(bare.child);
+    const conc = 32;
+    const agentRps: number[] = [];
+    const bareRps: number[] = [];
+    let agentRequests = 0;
+    for (let round = 0; round < (quick ? 1 : 3); round++) {
+      const ra = await runRole<LoadResult>("load", { socket, method: "GET", path: "/v1/credentials/ec", concurrency: conc, durationMs: dur, warmupMs: 500 } satisfies LoadArgs);
+      const rb = await runRole<LoadResult>("load", { socket: bareSocket, method: "GET", path: "/", concurrency: conc, durationMs: dur, warmupMs: 500 } satisfies LoadArgs);
+      if (ra.errors) throw new Error(`agent answered ${ra.errors} errors`);
+      agentRps.push(ra.rps);
+      bareRps.push(rb.rps);
+      agentRequests += ra.count;
+    }
+    await stop(bare.child);
+    figures.c = { agentRps: median(agentRps), bareRps: median(bareRps), ratio: median(agentRps) / median(bareRps), concurrency: conc };
+
+    // --- (d) RSS after 100k and 200k requests
+    log("(d) RSS after 100k and 200k requests ...");
+    const top = async (target: number) => {
+      while (agentRequests < target) {
+        const r = await runRole<LoadResult>("load", { socket, method: "GET", path: "/v1/credentials/ec", concurrency: conc, requests: Math.min(50_000, target - agentRequests), warmupMs: 0 } satisfies LoadArgs);
+        agentRequests += r.count;
+      }
+      return rssMb(pid);
+    };
+    const rss100k = await top(100_000);
+    const rss200k = await top(200_000);
+    figures.d = { idleMb: rssIdle, after100kMb: rss100k, after200kMb: rss200k, requests: agentRequests };
+
+    // --- (e) signing through the agent vs raw pkcs11js on the same key
+    log("(e) signatures/s: agent POST /v1/sign vs raw pkcs11js ...");
+    const e: Record<string, number> = {};
+    for (const [profileName, keyLabel, keyType, alg] of [
+      ["rsa", "rsa-2048", "RSA", "AWS4-X509-RSA-SHA256"],
+      ["ec", "ec-p256", "EC", "AWS4-X509-ECDSA-SHA256"],
+    ] as const) {
+      const rawArgs = { conf: prov.softhsmConf, tokenLabel: "bench", pin: token.pin, keyLabel, keyType, durationMs: dur };
+      const rawSync = await runRole<{ rps: number }>("raw-sign", { ...rawArgs, mode: "sync", sessions: 1 } satisfies RawSignArgs);
+      const rawAsync = await runRole<{ rps: number }>("raw-sign", { ...rawArgs, mode: "async", sessions: 4 } satisfies RawSignArgs);
+      const viaAgent = await runRole<LoadResult>("load", { socket, method: "POST", path: `/v1/sign/${profileName}`, signAlgorithm: alg, concurrency: 8, durationMs: dur, warmupMs: 500 } satisfies LoadArgs);
+      if (viaAgent.errors) throw new Error(`signing through the agent: ${viaAgent.errors} errors`);
+      e[`${keyType}.rawSync1`] = rawSync.rps;
+      e[`${keyType}.rawAsync4`] = rawAsync.rps;
+      e[`${keyType}.agent`] = viaAgent.rps;
+      e[`${keyType}.ratioVsRawSync`] = viaAgent.rps / rawSync.rps;
+      e[`${keyType}.ratioVsBestRaw`] = viaAgent.rps / Math.max(rawSync.rps, rawAsync.rps);
+    }
+    figures.e = e;
+    await stop(agent);
+  } finally {
+    for (const c of children) await stop(c);
+    await emulator?.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  if (asJson) {
+    process.stdout.write(JSON.stringify(figures, null, 2) + "\n");
+    return;
+  }
+  const a = figures.a!;
+  const b = figures.b!;
+  const c = figures.c!;
+  const d = figures.d!;
+  const e = figures.e!;
+  const ok = (cond: boolean) => (cond ? "ok" : "MISSED");
+  const lines = [
+    "",
+    `ra-agent agent benchmarks (${new Date().toISOString()}, node ${process.version}, ${require("node:os").cpus().length} cores)`,
+    "",
+    "(a) client start-up, median of runs (ms)",
+    `    node -e 0                               ${fmt(a.nodeMs)}`,
+    `    ra-agent credential-process --profile   ${fmt(a.raAgentMs)}   ratio ${fmt(a.ratio, 2)}x  (target <= 1.30x: ${ok(a.ratio <= 1.3)})`,
+    `    curl --unix-socket                      ${fmt(a.curlMs)}   ratio ${fmt(a.curlMs / a.nodeMs, 2)}x`,
+    "",
+    `(b) 500 concurrent clients, cold cache: ${b.ok}/500 answered, CreateSession calls at the emulator: ${b.createSessions} (${ok(b.createSessions === 1)}), p50 ${fmt(b.p50ms)} ms, p99 ${fmt(b.p99ms)} ms`,
+    "",
+    `(c) credentials requests/s (${c.concurrency} keep-alive connections): agent ${fmt(c.agentRps, 0)}, bare node server ${fmt(c.bareRps, 0)}, ratio ${fmt(c.ratio * 100, 0)} % (target >= 80 %: ${ok(c.ratio >= 0.8)})`,
+    "",
+    `(d) agent RSS: idle ${fmt(d.idleMb)} MB, after 100k requests ${fmt(d.after100kMb)} MB, after 200k ${fmt(d.after200kMb)} MB (target <= 80 MB: ${ok(Math.max(d.idleMb, d.after100kMb, d.after200kMb) <= 80)}; growth 100k->200k ${fmt(d.after200kMb - d.after100kMb)} MB)`,
+    "",
+    "(e) signatures/s on the same SoftHSM key",
+    `    RSA-2048: raw pkcs11js sync 1 session ${fmt(e["RSA.rawSync1"], 0)}, async 4 sessions ${fmt(e["RSA.rawAsync4"], 0)}, through the agent ${fmt(e["RSA.agent"], 0)}: ${fmt(e["RSA.ratioVsRawSync"] * 100, 0)} % of sync (${ok(e["RSA.ratioVsRawSync"] >= 0.8)}), ${fmt(e["RSA.ratioVsBestRaw"] * 100, 0)} % of the best raw`,
+    `    EC P-256: raw pkcs11js sync 1 session ${fmt(e["EC.rawSync1"], 0)}, async 4 sessions ${fmt(e["EC.rawAsync4"], 0)}, through the agent ${fmt(e["EC.agent"], 0)}: ${fmt(e["EC.ratioVsRawSync"] * 100, 0)} % of sync (${ok(e["EC.ratioVsRawSync"] >= 0.8)}), ${fmt(e["EC.ratioVsBestRaw"] * 100, 0)} % of the best raw`,
+    "",
+  ];
+  process.stdout.write(lines.join("\n"));
+}
+
+const roleIndex = process.argv.indexOf("--role");
+if (roleIndex !== -1) {
+  const role = process.argv[roleIndex + 1];
+  const args = JSON.parse(process.argv[roleIndex + 2] ?? "{}");
+  const print = (x: unknown) => process.stdout.write(JSON.stringify(x) + "\n");
+  if (role === "load") loadGenerator(args).then(print);
+  else if (role === "raw-sign") rawSign(args).then(print);
+  else if (role === "bare-server") bareServer(args);
+  else throw new Error(`unknown role ${role}`);
+} else if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 1;
+  });
+}
