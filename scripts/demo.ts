@@ -73,7 +73,10 @@ async function main(): Promise<number> {
 
   step("Provisioning the token (keys are generated inside it and never leave it)");
   let token: DemoToken;
-  if (args.includes("--card")) {
+  if (args.includes("--tpm")) {
+    const { demoTpmToken } = await import("./tpm/demo-token");
+    token = await demoTpmToken(stateDir);
+  } else if (args.includes("--card")) {
     const { demoCardToken } = await import("./card/demo-token");
     token = await demoCardToken(stateDir);
   } else {

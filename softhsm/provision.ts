@@ -63,6 +63,8 @@ export interface TokenSpec {
   /** Security officer PIN; random digits by default. */
   soPin?: string;
   keys?: KeySpec[];
+  /** Also store the CA certificates (intermediate and root) on the token, as some tokens carry their chain. */
+  storeCaCertificates?: boolean;
 }
 
 /** Options of {@link provisionSoftHsm}. */
@@ -73,6 +75,8 @@ export interface ProvisionOptions {
   tokens?: TokenSpec[];
   /** Key algorithm of the demo CA (EC-P256 by default). */
   caAlgorithm?: PkiKeyAlgorithm;
+  /** Issue leaf certificates from an intermediate CA under the root (intermediate.pem). */
+  intermediateCa?: boolean;
 }
 
 /** A provisioned key. */
@@ -114,6 +118,9 @@ export interface ProvisionResult {
   caPem: string;
   caKeyPem: string;
   caPath: string;
+  /** The intermediate CA that issued the leaves, with `intermediateCa`. */
+  intermediatePem?: string;
+  intermediatePath?: string;
 }
 
 /** The demo token: RSA-2048, EC P-256 and EC P-384 keys, each with a certificate. */
@@ -236,10 +243,10 @@ function runWorker(conf: string, job: WorkerJob): Promise<WorkerResult> {
   });
 }
 
-async function loadOrCreateCa(dir: string, algorithm: PkiKeyAlgorithm): Promise<CertificateAuthority> {
+async function loadOrCreateCa(dir: string, name: string, algorithm: PkiKeyAlgorithm, parent?: CertificateAuthority): Promise<CertificateAuthority> {
   const { x509, pki } = await loadPki();
-  const caPath = join(dir, "ca.pem");
-  const keyPath = join(dir, "ca.key.pem");
+  const caPath = join(dir, `${name}.pem`);
+  const keyPath = join(dir, `${name}.key.pem`);
   if (existsSync(caPath) && existsSync(keyPath)) {
     const pem = readFileSync(caPath, "utf8");
     const privateKeyPem = readFileSync(keyPath, "utf8");
@@ -254,7 +261,7 @@ async function loadOrCreateCa(dir: string, algorithm: PkiKeyAlgorithm): Promise<
     const publicKey = await webcrypto.subtle.importKey("spki", spki, alg, true, ["verify"]);
     return { certificate, der: Buffer.from(certificate.rawData), pem, keys: { privateKey, publicKey } as CryptoKeyPair, privateKeyPem };
   }
-  const ca = await pki.createCa({ name: "CN=ra-agent demo CA, O=ra-agent", algorithm });
+  const ca = await pki.createCa({ name: parent ? "CN=ra-agent demo intermediate CA, O=ra-agent" : "CN=ra-agent demo CA, O=ra-agent", algorithm, parent });
   writeFileSync(caPath, ca.pem, { mode: 0o644 });
   writePrivate(keyPath, ca.privateKeyPem);
   return ca;
@@ -299,14 +306,16 @@ export async function provisionSoftHsm(opts: ProvisionOptions): Promise<Provisio
   writePrivate(softhsmConf, template.replace(/@TOKENDIR@/g, tokenDir).replace(/@CONF_PATH@/g, softhsmConf));
 
   const statePath = join(dir, "provision.json");
-  const specText = JSON.stringify(specs.map((t) => ({ ...t, pin: undefined, soPin: undefined })));
+  const specText = JSON.stringify({ tokens: specs.map((t) => ({ ...t, pin: undefined, soPin: undefined })), intermediateCa: opts.intermediateCa ?? false });
   let state: StateFile | undefined = existsSync(statePath) ? (JSON.parse(readFileSync(statePath, "utf8")) as StateFile) : undefined;
   if (state && state.spec !== specText) {
     throw new Error(`${dir} was provisioned with a different token list; use a fresh directory`);
   }
   state ??= { version: 1, spec: specText, tokens: specs.map((t) => ({ serial: "", pin: t.pin ?? randomPin(8), soPin: t.soPin ?? randomPin(8), certs: {} })) };
 
-  const ca = await loadOrCreateCa(dir, opts.caAlgorithm ?? "EC-P256");
+  const root = await loadOrCreateCa(dir, "ca", opts.caAlgorithm ?? "EC-P256");
+  const intermediate = opts.intermediateCa ? await loadOrCreateCa(dir, "intermediate", opts.caAlgorithm ?? "EC-P256", root) : undefined;
+  const ca = intermediate ?? root;
   const { x509, pki } = await loadPki();
 
   const workerTokens: WorkerToken[] = specs.map((t, index) => ({
@@ -335,7 +344,11 @@ export async function provisionSoftHsm(opts: ProvisionOptions): Promise<Provisio
   }
 
   // Certificates from the demo CA for keys that have none yet.
-  const result: ProvisionResult = { dir, softhsmConf, tokens: [], caPem: ca.pem, caKeyPem: ca.privateKeyPem, caPath: join(dir, "ca.pem") };
+  const result: ProvisionResult = { dir, softhsmConf, tokens: [], caPem: root.pem, caKeyPem: root.privateKeyPem, caPath: join(dir, "ca.pem") };
+  if (intermediate) {
+    result.intermediatePem = intermediate.pem;
+    result.intermediatePath = join(dir, "intermediate.pem");
+  }
   for (const [index, spec] of specs.entries()) {
     const st = state.tokens[index];
     const wt = workerTokens[index];
@@ -388,6 +401,20 @@ export async function provisionSoftHsm(opts: ProvisionOptions): Promise<Provisio
         certificatePath: join(dir, `token-${index}-${safeName(k.label)}.pem`),
         extraCertificates: labels.slice(1).map((label, n) => ({ label, uri: `${tokenUri};object=${uriPart(label)};id=${idUri(wk.idHex)};type=cert`, pem: pems[n + 1] })),
       });
+    }
+    if (spec.storeCaCertificates) {
+      for (const [n, authority] of [intermediate, root].filter((a): a is CertificateAuthority => a !== undefined).entries()) {
+        const cert = new x509.X509Certificate(authority.pem);
+        wt.certs.push({
+          idHex: `ca0${n + 1}`,
+          label: n === 0 && intermediate ? "ra-agent demo intermediate CA" : "ra-agent demo CA",
+          derB64: Buffer.from(cert.rawData).toString("base64"),
+          subjectB64: Buffer.from(cert.subjectName.toArrayBuffer()).toString("base64"),
+          issuerB64: Buffer.from(cert.issuerName.toArrayBuffer()).toString("base64"),
+          serialB64: derInteger(cert.serialNumber).toString("base64"),
+          private: false,
+        });
+      }
     }
     result.tokens.push(token);
   }

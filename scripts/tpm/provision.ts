@@ -5,8 +5,9 @@
  * default), and certificates for those keys from a demo CA, stored on the token.
  *
  * No D-Bus, no tpm2-abrmd: tpm2_ptool runs with flush wrappers first on PATH
- * (see tpm2-tools.ts). Takes about 4-5 s, most of it tpm2_ptool (Python) and
- * key generation in the TPM.
+ * (see tpm2-tools.ts), its commands batched in one Python process
+ * (ptool-batch.py). Takes about 2.5 s: mostly tpm2_ptool and key generation
+ * in the TPM.
  *
  * As a program:
  *   node dist/scripts/tpm/provision.js provision --dir DIR [--transport unix|tcp] [--json]
@@ -201,8 +202,10 @@ function bindLifecycle(swtpm: Swtpm, tools: Tpm2ToolsEnv): Pick<ProvisionedTpm, 
  * generated in the TPM and certificates from a demo CA. swtpm keeps running
  * (daemonised) until `stop()`, or until this process exits.
  *
- * @remarks tpm2_ptool takes PINs as arguments (visible in `ps` while it runs):
- * acceptable for test and demo PINs; see docs/tpm.md for a real TPM.
+ * @remarks The PINs reach tpm2_ptool on stdin (batch mode), but tpm2_ptool
+ * itself passes PIN-derived authorisation values to tpm2-tools on their command
+ * lines (and takes PINs as arguments in the one-process-per-command fallback):
+ * fine for test and demo PINs; see docs/tpm.md for a real TPM.
  * @throws Error when swtpm, tpm2-tools, tpm2_ptool or tpm2-pkcs11 is missing, or a step fails
  */
 export async function provisionTpm(opts: ProvisionTpmOptions): Promise<ProvisionedTpm> {

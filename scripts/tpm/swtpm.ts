@@ -239,7 +239,7 @@ export class Swtpm {
         // The TPM is started (TPM2_Startup(CLEAR)) by swtpm itself: no tpm2_startup needed, as after a reboot.
         "--flags", "not-need-init,startup-clear",
         "--pid", `file=${this.pidFile}`,
-        "--log", this.logLevel > 0 ? `file=${this.logFile},level=${this.logLevel}` : `file=${this.logFile},level=0`,
+        "--log", `file=${this.logFile},level=${this.logLevel}`,
         "-d",
       ];
       try {

@@ -50,6 +50,19 @@ function moduleFailureHint(m: Pick<ModuleListing, "name" | "path">): string | un
   return undefined;
 }
 
+/**
+ * The token with its objects in a stable order (tokens return them in any
+ * order): keys by label then id; certificates after their key, then by label.
+ */
+export function sortTokenObjects(t: TokenListing): TokenListing {
+  const byLabelId = (a: { label: string; idHex: string }, b: { label: string; idHex: string }) => a.label.localeCompare(b.label) || a.idHex.localeCompare(b.idHex);
+  const keys = [...t.keys].sort(byLabelId);
+  const keyRank = new Map(keys.map((k, i) => [k.uri, i]));
+  const rank = (c: CertificateListing) => (c.keyUri !== undefined ? keyRank.get(c.keyUri) ?? keys.length : keys.length);
+  const certificates = [...t.certificates].sort((a, b) => rank(a) - rank(b) || byLabelId(a, b));
+  return { ...t, keys, certificates };
+}
+
 /** Converts a listing to its JSON document (DER as base64; absent fields left out). */
 export function inventoryToJson(modules: ListedModule[]): InventoryJson {
   return {
@@ -60,7 +73,7 @@ export function inventoryToJson(modules: ListedModule[]): InventoryJson {
         slots: m.slots.map((s) => {
           const { token: listed, ...slot } = s;
           if (!listed) return slot;
-          const { certificates, ...token } = listed;
+          const { certificates, ...token } = sortTokenObjects(listed);
           return { ...slot, token: { ...token, certificates: certificates.map(({ der, ...c }) => ({ ...c, derBase64: der.toString("base64") })) } };
         }),
       };
@@ -229,7 +242,7 @@ export function formatInventory(modules: ListedModule[], opts: { now?: Date } = 
         continue;
       }
       out += `  Slot ${s.slotId}${desc}: token "${s.token.label}"\n`;
-      out += formatToken(s.token, "    ", now, m.objectsListed !== false);
+      out += formatToken(sortTokenObjects(s.token), "    ", now, m.objectsListed !== false);
     }
     out += "\n";
   }

@@ -12,7 +12,7 @@ import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
 import type * as P11 from "../../src/signer/pkcs11/index";
 import type * as Session from "../../src/signer/pkcs11/session";
 import { RaError } from "../../src/errors";
-import { checkLoginAllowed } from "../../src/signer/pkcs11/login";
+import { checkLoginAllowed, triesLeftNote } from "../../src/signer/pkcs11/login";
 import { quirksFor } from "../../src/signer/pkcs11/native-config";
 import { describeTokenInfo } from "../../src/signer/pkcs11/token";
 
@@ -75,6 +75,7 @@ describe("login rules on SoftHSM", needsSoftHsm(), () => {
       assert.equal(e.kind, "pin");
       assert.equal(e.exitCode, 4);
       assert.match(e.message, /C_Login returned CKR_PIN_INCORRECT/);
+      assert.match(e.message, /this token does not report how many tries are left/, "SoftHSM's count-low flag is not a counter (quirks.json)");
       assert.match(e.hint!, /never retries a wrong PIN/);
       assert.doesNotMatch(e.message + e.hint, new RegExp(wrong));
     });
@@ -112,7 +113,12 @@ describe("login rules on SoftHSM", needsSoftHsm(), () => {
     const locked = base | pkcs11js.CKF_USER_PIN_LOCKED;
     assert.throws(() => checkLoginAllowed(args(locked, true, true)), (e: RaError) => e.code === "PKCS11_PIN_LOCKED" && /PUK/.test(e.hint!));
     assert.doesNotThrow(() => checkLoginAllowed(args(base | pkcs11js.CKF_USER_PIN_COUNT_LOW, false, false)));
+    assert.equal(triesLeftNote(base | pkcs11js.CKF_USER_PIN_FINAL_TRY, quirks), "the token now reports ONE try left before the PIN locks");
+    assert.equal(triesLeftNote(base | pkcs11js.CKF_USER_PIN_COUNT_LOW, quirks), "the token reports that few tries are left");
+    assert.equal(triesLeftNote(base, quirks), "the token reports more than a few tries left");
     const tpm = quirksFor({ modulePath: "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so" });
+    assert.equal(triesLeftNote(base, tpm), "this token does not report how many tries are left");
+    assert.equal(tpm.sessionPoolSize, 1, "the TPM signs one at a time");
     assert.throws(() => checkLoginAllowed({ ...args(locked, false, false), quirks: tpm }), (e: RaError) => /tpm2_dictionarylockout --clear-lockout/.test(e.hint!));
   });
 });

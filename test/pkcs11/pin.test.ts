@@ -77,7 +77,7 @@ describe("PIN sources", () => {
     await rejectsWith(uriPinProvider({ pinSource: "https://example.com/pin" }).getPin(user), "PIN_SOURCE_UNSUPPORTED");
   });
 
-  test("order: URI pin-source, URI pin-value, RA_AGENT_PIN_FILE, RA_AGENT_PIN; none for context-specific PINs", async () => {
+  test("order: URI pin-source, RA_AGENT_PIN_FILE, RA_AGENT_PIN, URI pin-value; none for context-specific PINs", async () => {
     const f = pinFile("env", "1111\n", 0o600);
     const env = { RA_AGENT_PIN_FILE: f, RA_AGENT_PIN: "2222" };
     assert.equal((await chainPinProviders(envPinProvider(env)).getPin(user))?.source, `RA_AGENT_PIN_FILE ${f}`);
@@ -88,8 +88,11 @@ describe("PIN sources", () => {
     Object.assign(process.env, env);
     try {
       assert.equal((await defaultPinProvider([{ pinSource: `file:${uriFile}` }]).getPin(user))?.pin, "3333");
+      assert.equal((await defaultPinProvider([{}, { pinValue: "4444" }]).getPin(user))?.pin, "1111", "the environment before pin-value");
+      delete process.env.RA_AGENT_PIN_FILE;
+      assert.equal((await defaultPinProvider([{ pinValue: "4444" }]).getPin(user))?.pin, "2222");
+      delete process.env.RA_AGENT_PIN;
       assert.equal((await defaultPinProvider([{}, { pinValue: "4444" }]).getPin(user))?.pin, "4444");
-      assert.equal((await defaultPinProvider([{}]).getPin(user))?.pin, "1111");
       // Context-specific PINs come only from the terminal (or --reuse-pin); no TTY here.
       if (!process.stdin.isTTY) assert.equal(await defaultPinProvider([{ pinValue: "4444" }]).getPin(context), undefined);
     } finally {

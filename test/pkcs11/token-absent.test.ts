@@ -55,7 +55,9 @@ describe("token absent, then back", needsSoftHsm(), () => {
 
     const tokensDir = join(hsm.dir, "tokens");
     const [tokenDir] = readdirSync(tokensDir);
+    assert.equal((await signer.probe()).present, true);
     renameSync(join(tokensDir, tokenDir), join(hsm.dir, "away"));
+    assert.equal((await signer.probe()).present, false, "a probe sees it gone without signing or logging in");
     for (let i = 0; i < 2; i++) {
       await assert.rejects(signer.sign(Buffer.from("absent")), (e: unknown) => {
         assert.ok(e instanceof RaError);

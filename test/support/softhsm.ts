@@ -6,7 +6,7 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { provisionSoftHsm, ProvisionResult, TokenSpec } from "../../softhsm/provision";
+import { provisionSoftHsm, ProvisionOptions, ProvisionResult, TokenSpec } from "../../softhsm/provision";
 
 /** Where SoftHSM's module is on this machine, or undefined. */
 export function softHsmModulePath(): string | undefined {
@@ -33,11 +33,11 @@ export interface TestHsm extends ProvisionResult {
  * SOFTHSM2_CONF at it.
  * @throws when SoftHSM is missing (the test fails, as CI requires)
  */
-export async function provisionTestHsm(tokens: TokenSpec[]): Promise<TestHsm> {
+export async function provisionTestHsm(tokens: TokenSpec[], options: Omit<ProvisionOptions, "dir" | "tokens"> = {}): Promise<TestHsm> {
   const modulePath = softHsmModulePath();
   if (!modulePath) throw new Error("SoftHSM is not installed (apt-get install softhsm2)");
   const dir = mkdtempSync(join(tmpdir(), "ra-agent-p11-"));
-  const result = await provisionSoftHsm({ dir: join(dir, "hsm"), tokens });
+  const result = await provisionSoftHsm({ ...options, dir: join(dir, "hsm"), tokens });
   process.env.SOFTHSM2_CONF = result.softhsmConf;
   return { ...result, modulePath, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -62,12 +62,13 @@ test("the human listing shows modules, slots, token fields, key and certificate 
   assert.match(out, new RegExp(` {4}uri {11}${TOKEN_URI.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\n`));
   // Key table: type, size, label, id, sensitive, extractable, always-authenticate, its certificate.
   assert.match(out, /#\s+TYPE\s+SIZE\s+LABEL\s+ID\s+SENSITIVE\s+EXTRACTABLE\s+ALWAYS-AUTH\s+CERTIFICATE\n/);
-  assert.match(out, /k1\s+RSA\s+2048\s+rsa\s+01\s+yes\s+no\s+no\s+c1\n/);
-  assert.match(out, /k2\s+EC\s+P-256\s+ec\s+02\s+yes\s+no\s+yes\s+none on token\n/);
+  // Sorted by label: the token's own order varies between runs.
+  assert.match(out, /k1\s+EC\s+P-256\s+ec\s+02\s+yes\s+no\s+yes\s+none on token\n/);
+  assert.match(out, /k2\s+RSA\s+2048\s+rsa\s+01\s+yes\s+no\s+no\s+c1\n/);
   // Certificate table: subject, issuer, serial, validity (expired flagged), its key.
-  assert.match(out, /c1\s+CN=leaf\s+CN=demo CA\s+7b\s+2025-01-01\s+2030-01-01\s+k1\n/);
+  assert.match(out, /c1\s+CN=leaf\s+CN=demo CA\s+7b\s+2025-01-01\s+2030-01-01\s+k2\n/);
   assert.match(out, /c2\s+CN=old\s+CN=demo CA\s+01\s+2020-01-01\s+2021-01-01 \(expired\)\s+none\n/);
-  for (const [n, uri] of [["k1", K1], ["k2", K2], ["c1", C1], ["c2", C2]]) assert.ok(out.includes(`  ${n}  ${uri}\n`), `URI line for ${n}`);
+  for (const [n, uri] of [["k1", K2], ["k2", K1], ["c1", C1], ["c2", C2]]) assert.ok(out.includes(`  ${n}  ${uri}\n`), `URI line for ${n}`);
   assert.match(out, /Module tpm2_pkcs11 .*\n {2}error: C_Initialize returned CKR_GENERAL_ERROR\n {2}hint: tpm2-pkcs11 could not reach a TPM.*TPM2_PKCS11_TCTI/);
 });
 
@@ -90,8 +91,8 @@ test("JSON: versioned, DER as base64, module hints, nothing dropped", () => {
   const t = doc.modules[1].slots[0].token!;
   assert.equal(t.certificates[0].derBase64, "MAMCAQE=");
   assert.equal((t.certificates[0] as unknown as { der?: unknown }).der, undefined);
-  assert.equal(t.keys[0].uri, K1);
-  assert.deepEqual(t.keys[0].certificateUris, [C1]);
+  assert.deepEqual(t.keys.map((k) => k.uri), [K2, K1], "keys in label order");
+  assert.deepEqual(t.keys[1].certificateUris, [C1]);
   assert.equal(t.certificates[0].keyUri, K1);
   assert.match(doc.modules[2].hint ?? "", /TPM2_PKCS11_TCTI/);
   assert.equal(doc.modules[0].note, "the default module");

@@ -22,6 +22,8 @@ export function tpmSkipReason(): string | false {
   return `TPM tests need: ${missing.join(", ")} (scripts/ensure-deps.sh installs them)`;
 }
 
+let fixtureStarted = false;
+
 /** A provisioned TPM token plus its temp dir. */
 export interface TpmFixture {
   tpm: ProvisionedTpm;
@@ -36,7 +38,8 @@ export interface TpmFixture {
 export async function startTpmFixture(options: Omit<ProvisionTpmOptions, "dir"> = {}): Promise<TpmFixture> {
   const missing = missingTpmDependencies();
   if (missing.length) throw new Error(`cannot provision a TPM token, missing: ${missing.join(", ")}`);
-  if (process.env.TPM2_PKCS11_TCTI !== undefined) throw new Error("a TPM was already used in this process: run one TPM per test file");
+  if (fixtureStarted) throw new Error("a TPM was already used in this process: run one TPM per test file");
+  fixtureStarted = true;
   // Short path: the unix socket path must fit in sockaddr_un.
   const dir = await mkdtemp(path.join(os.tmpdir(), "ra-tpm-"));
   let tpm: ProvisionedTpm;

@@ -10,7 +10,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import * as pkcs11js from "pkcs11js";
 import { RaError } from "../../errors";
-import { hasCkr, toRaError } from "./errors";
+import { hasCkr, Pkcs11CallError, toRaError } from "./errors";
 import type { Quirks } from "./native-config";
 import type { PinResult } from "./pin";
 import type { TokenDescription } from "./token";
@@ -81,13 +81,33 @@ export function checkLoginAllowed(opts: { token: TokenDescription; tokenName: st
  * token, shared by sessions). A refused PIN is added to {@link badPins}.
  * @throws RaError `PKCS11_PIN_INCORRECT` and the other C_Login errors, naming the CKR
  */
-export function login(api: pkcs11js.PKCS11, session: Buffer, userType: "user" | "context-specific", pin: string | undefined, ctx: { tokenName: string; tokenKey: string; quirks: Quirks }): void {
+export function login(
+  api: pkcs11js.PKCS11,
+  session: Buffer,
+  userType: "user" | "context-specific",
+  pin: string | undefined,
+  ctx: { tokenName: string; tokenKey: string; quirks: Quirks; freshFlags?: () => number | undefined },
+): void {
   const type = userType === "user" ? pkcs11js.CKU_USER : pkcs11js.CKU_CONTEXT_SPECIFIC;
   try {
     api.C_Login(session, type, pin);
   } catch (e) {
     if (userType === "user" && hasCkr(e, pkcs11js.CKR_USER_ALREADY_LOGGED_IN)) return;
     if (pin !== undefined && hasCkr(e, pkcs11js.CKR_PIN_INCORRECT, pkcs11js.CKR_PIN_INVALID, pkcs11js.CKR_PIN_LEN_RANGE)) badPins.add(ctx.tokenKey, pin);
-    throw toRaError(e, { operation: userType === "user" ? "C_Login" : "C_Login(CKU_CONTEXT_SPECIFIC)", token: ctx.tokenName, quirks: ctx.quirks });
+    const err = toRaError(e, { operation: userType === "user" ? "C_Login" : "C_Login(CKU_CONTEXT_SPECIFIC)", token: ctx.tokenName, quirks: ctx.quirks });
+    if (err instanceof Pkcs11CallError && err.ckr === pkcs11js.CKR_PIN_INCORRECT) {
+      throw new Pkcs11CallError(err.kind, err.code, `${err.message}; ${triesLeftNote(ctx.freshFlags?.(), ctx.quirks)}`, err.ckr, err.operation, { hint: err.hint, cause: e });
+    }
+    throw err;
   }
+}
+
+/** What the token says about the tries left after a wrong PIN (PKCS#11 reports flags, not a count). */
+export function triesLeftNote(flags: number | undefined, quirks: Quirks): string {
+  if (flags !== undefined) {
+    if (flags & pkcs11js.CKF_USER_PIN_LOCKED) return "the token now reports the user PIN LOCKED";
+    if (flags & pkcs11js.CKF_USER_PIN_FINAL_TRY) return "the token now reports ONE try left before the PIN locks";
+    if (flags & pkcs11js.CKF_USER_PIN_COUNT_LOW && quirks.pinFlagsReliable) return "the token reports that few tries are left";
+  }
+  return quirks.pinFlagsReliable ? "the token reports more than a few tries left" : "this token does not report how many tries are left";
 }

@@ -1,8 +1,8 @@
 /**
  * Where PINs come from. In order: the URI's `pin-source` (`file:/path`, `/path`
- * or `|command`), the URI's `pin-value` (compatibility with aws_signing_helper),
- * `RA_AGENT_PIN_FILE`, `RA_AGENT_PIN`, and a prompt on the terminal (stderr, no
- * echo) when stdin is a TTY. Never argv.
+ * or `|command`), `RA_AGENT_PIN_FILE`, `RA_AGENT_PIN`, the URI's `pin-value`
+ * (compatibility with aws_signing_helper; discouraged), and a prompt on the
+ * terminal (stderr, no echo) when stdin is a TTY. Never argv.
  *
  * A PIN file must not be readable or writable by group or others, and must be
  * owned by the current user or root.
@@ -185,14 +185,15 @@ export function staticPinProvider(pin: string, source = "configured PIN"): PinPr
 }
 
 /**
- * The user PIN from a URI: `pin-source` first, else `pin-value`.
+ * The user PIN from a URI: `pin-source` first, else `pin-value` (each can be turned off).
  * @throws RaError from the PIN file or command
  */
-export function uriPinProvider(uri: Pkcs11Uri): PinProvider {
+export function uriPinProvider(uri: Pkcs11Uri, use: { pinSource?: boolean; pinValue?: boolean } = {}): PinProvider {
+  const { pinSource = true, pinValue = true } = use;
   return {
     async getPin(req) {
       if (req.kind !== "user") return undefined;
-      if (uri.pinSource !== undefined) {
+      if (pinSource && uri.pinSource !== undefined) {
         const src = uri.pinSource;
         if (src.startsWith("|")) return { pin: await runPinCommand(src.slice(1)), source: "URI pin-source command", interactive: false };
         let path = src;
@@ -204,7 +205,7 @@ export function uriPinProvider(uri: Pkcs11Uri): PinProvider {
         }
         return { pin: await readPinFile(path, "URI pin-source"), source: `URI pin-source file ${path}`, interactive: false };
       }
-      if (uri.pinValue !== undefined) {
+      if (pinValue && uri.pinValue !== undefined) {
         logger.debug("using the PIN from the URI's pin-value; prefer pin-source or RA_AGENT_PIN_FILE (a URI is easily logged or seen in ps)");
         return { pin: uri.pinValue, source: "URI pin-value", interactive: false };
       }
@@ -244,10 +245,16 @@ export function ttyPinProvider(): PinProvider {
 }
 
 /**
- * The default PIN sources for a signer opened from these URIs: each URI's
- * pin-source / pin-value (key URI first), then the environment, then the terminal.
+ * The default PIN sources for a signer opened from these URIs (key URI first):
+ * each URI's pin-source, then RA_AGENT_PIN_FILE / RA_AGENT_PIN, then each URI's
+ * pin-value, then the terminal.
  */
 export function defaultPinProvider(uris: Array<Pkcs11Uri | undefined>): PinProvider {
-  const fromUris = uris.filter((u): u is Pkcs11Uri => u !== undefined).map(uriPinProvider);
-  return chainPinProviders(...fromUris, envPinProvider(), ttyPinProvider());
+  const given = uris.filter((u): u is Pkcs11Uri => u !== undefined);
+  return chainPinProviders(
+    ...given.map((u) => uriPinProvider(u, { pinValue: false })),
+    envPinProvider(),
+    ...given.map((u) => uriPinProvider(u, { pinSource: false })),
+    ttyPinProvider(),
+  );
 }

@@ -293,10 +293,13 @@ export class TokenContext {
     const token = refreshToken(this.slot);
     const remembered = this.goodPin && !badPins.has(this.key, this.goodPin.pin) ? this.goodPin : undefined;
     const pin = remembered ?? (await pins.getPin({ kind: "user", token: this.name, tokenUri: this.uri, finalTry: (token.flags & pkcs11js.CKF_USER_PIN_FINAL_TRY) !== 0 }));
-    const ctx = { tokenName: this.name, tokenKey: this.key, quirks: this.quirks };
+    const ctx = { tokenName: this.name, tokenKey: this.key, quirks: this.quirks, freshFlags: () => this.currentToken().flags };
     this.assertCurrent(lease); // the PIN source may have taken a while (a prompt)
     if (!pin) {
       if (token.protectedAuthenticationPath) {
+        if (token.flags & pkcs11js.CKF_USER_PIN_LOCKED) {
+          throw new RaError("pin", "PKCS11_PIN_LOCKED", `the user PIN of ${this.name} is locked; not logging in`, { hint: this.quirks.pinLockedHint ?? "unblock the user PIN with the security officer PIN or PUK, using the token vendor's tool" });
+        }
         logger.info("enter the PIN on the token's PIN pad", { tokenName: this.name });
         this.loginAttempts++;
         login(this.module.api, lease.handle, "user", undefined, ctx);
@@ -329,14 +332,31 @@ export class TokenContext {
     }
   }
 
+  /**
+   * True when the token is there now. Reads token info (fresh PIN flags) or, when it
+   * was gone, the slot list; never logs in. Marks the token absent when it vanished.
+   */
+  probePresence(): boolean {
+    if (this.present) {
+      try {
+        refreshToken(this.slot);
+        return true;
+      } catch (e) {
+        this.present = false;
+        this.noteError(e);
+        return false;
+      }
+    }
+    try {
+      return listTokens(this.module).some((s) => tokenIdentity(s) === this.key);
+    } catch {
+      return false;
+    }
+  }
+
   /** The user PIN that logged in, for `reusePin` context-specific logins. */
   rememberedUserPin(): PinResult | undefined {
     return this.goodPin;
-  }
-
-  /** Remembers a PIN that is known to work without logging in with it (token already logged in). */
-  rememberUserPin(pin: PinResult): void {
-    this.goodPin = pin;
   }
 
   /**
@@ -352,7 +372,14 @@ export class TokenContext {
         this.recoveries++;
         this.dropSessions("recovering from a token error");
         if (this.quirks.reinitializeOnRecovery) {
-          this.module.reinitialize();
+          try {
+            this.module.reinitialize();
+          } catch (e) {
+            this.present = false;
+            const err = toRaError(e, { operation: "C_Initialize", token: this.name, quirks: this.quirks });
+            this.noteError(err);
+            throw err;
+          }
           this.moduleGeneration = this.module.generation;
         }
         this.relocate();

@@ -16,7 +16,7 @@ import { ckrOf, hasCkr, toRaError } from "./errors";
 import type { LoginPolicy } from "./login";
 import { planSignature } from "./mechanisms";
 import { loadModule, resolveModule } from "./module";
-import { objectUri, PrivateKeyObject, readPrivateKeys } from "./objects";
+import { CertificateObject, PrivateKeyObject, readPrivateKeys } from "./objects";
 import { defaultPinProvider, PinProvider } from "./pin";
 import { samePublicKey } from "./public-key";
 import { chainFromToken, findCertificateForKey, findPrivateKey, searchCertificates, selectCertificate } from "./search";
@@ -147,6 +147,16 @@ export class Pkcs11Signer implements Signer {
   }
 
   /**
+   * Looks at the token without logging in or spending a PIN try (C_GetTokenInfo, or
+   * the slot list when it was gone) and returns the status with fresh presence and
+   * PIN flags. A token that came back is used (and logged in once) on the next signature.
+   */
+  async probe(): Promise<Pkcs11SignerStatus> {
+    const present = this.ctx.probePresence();
+    return { ...this.status(), present };
+  }
+
+  /**
    * Signs `message` (RSASSA-PKCS1-v1_5 or DER ECDSA) with the digest, SHA256 by default.
    * On a lost session or token it finds the token again, logs in once with the PIN
    * that worked, and retries once. Every signature is checked against the
@@ -266,7 +276,7 @@ export async function openPkcs11Signer(opts: Pkcs11SignerOptions): Promise<Pkcs1
   const auth: SignAuth = { pins: opts.pin ?? defaultPinProvider([keyUri, certUri]), policy, reusePin: opts.reusePin ?? false };
 
   // 1. The certificate: from the file, or found on a token without logging in first.
-  let cert: { info: CertificateInfo; ctx?: TokenContext; object?: import("./objects").CertificateObject; uri?: string } | undefined;
+  let cert: { info: CertificateInfo; ctx?: TokenContext; object?: CertificateObject; uri?: string } | undefined;
   if (opts.certificateDer) {
     cert = { info: parseCertificate(opts.certificateDer) };
   } else if (certUri) {
@@ -321,6 +331,3 @@ export async function openPkcs11Signer(opts: Pkcs11SignerOptions): Promise<Pkcs1
   logger.debug("PKCS#11 signer ready", { key: signer.keyUri, certificate: signer.certificateUri ?? "(file)", token: ctx.name, quirks: ctx.quirks.ids });
   return signer;
 }
-
-/** Re-exported for callers that format key URIs. */
-export { objectUri };
