@@ -306,8 +306,11 @@ export async function provisionSoftHsm(opts: ProvisionOptions): Promise<Provisio
   writePrivate(softhsmConf, template.replace(/@TOKENDIR@/g, tokenDir).replace(/@CONF_PATH@/g, softhsmConf));
 
   const statePath = join(dir, "provision.json");
-  const specText = JSON.stringify({ tokens: specs.map((t) => ({ ...t, pin: undefined, soPin: undefined })), intermediateCa: opts.intermediateCa ?? false });
+  const tokensText = JSON.stringify(specs.map((t) => ({ ...t, pin: undefined, soPin: undefined })));
+  const specText = JSON.stringify({ tokens: JSON.parse(tokensText), intermediateCa: opts.intermediateCa ?? false });
   let state: StateFile | undefined = existsSync(statePath) ? (JSON.parse(readFileSync(statePath, "utf8")) as StateFile) : undefined;
+  // Directories provisioned before intermediate CAs existed recorded the token list alone.
+  if (state && state.spec === tokensText && !opts.intermediateCa) state.spec = specText;
   if (state && state.spec !== specText) {
     throw new Error(`${dir} was provisioned with a different token list; use a fresh directory`);
   }

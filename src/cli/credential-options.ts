@@ -27,6 +27,7 @@ export interface CredentialFlags {
   useLatestExpiringCertificate?: boolean;
   pkcs11Lib?: string;
   reusePin: boolean;
+  allowFinalTry: boolean;
   /** A string, or false for --no-tpm-key-password. */
   tpmKeyPassword?: string | false;
   roleSessionName?: string;
@@ -49,6 +50,7 @@ export function addKeySourceOptions(cmd: Command): Command {
     .option("--intermediates <path>", "PEM bundle of intermediate CA certificates (sent in X-Amz-X509-Chain, at most 5)")
     .option("--pkcs11-lib <path>", "PKCS#11 module (default: p11-kit-proxy)")
     .option("--reuse-pin", "use the user PIN as the context-specific PIN for always-authenticate keys", false)
+    .option("--allow-final-try", "log in even when the token says one more wrong PIN locks it (default: refuse)", false)
     .option("--pkcs8-password <password>", "password of an encrypted PKCS#8 key (visible in ps: prefer RA_AGENT_PKCS8_PASSWORD or RA_AGENT_PKCS8_PASSWORD_FILE)")
     .addOption(new Option("--cert-selector <selector>", "certificate store selector (Windows/macOS stores; not supported by ra-agent)").hideHelp())
     .addOption(new Option("--system-store-name <name>", "Windows system store name (not supported by ra-agent)").hideHelp())

@@ -4,10 +4,12 @@
  * the file backend. Backends are loaded lazily so that unused native modules
  * (pkcs11js) are never loaded.
  */
-import { readFile } from "node:fs/promises";
 import { usageError } from "../errors";
 import { logger } from "../log/logger";
 import { readCertificates } from "../x509/pem";
+import { readUserFile } from "../util/read-user-file";
+
+export { readUserFile };
 import type { Signer } from "./signer";
 
 /** Where the certificate and key come from, as the user wrote them. */
@@ -24,6 +26,11 @@ export interface SignerSourceOptions {
   pkcs8Password?: string;
   /** Reuse the user PIN for always-authenticate keys. */
   reusePin?: boolean;
+  /**
+   * Log in even when the token says the next wrong PIN locks it
+   * (`CKF_USER_PIN_FINAL_TRY`); off by default because tokens lock.
+   */
+  allowFinalTryLogin?: boolean;
 }
 
 /** True for a `pkcs11:` URI (scheme is case-insensitive, RFC 3986). */
@@ -38,20 +45,6 @@ export function isPkcs11Uri(value: string | undefined): value is string {
 export async function readIntermediates(path: string | undefined): Promise<Buffer[]> {
   if (!path) return [];
   return readCertificates(await readUserFile(path, "--intermediates"), `intermediates file ${path}`);
-}
-
-/**
- * Reads a file named by the user, turning I/O errors into a clear usage error.
- * @throws RaError `UNREADABLE_FILE`
- */
-export async function readUserFile(path: string, what: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const reason = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (e as Error).message;
-    throw usageError("UNREADABLE_FILE", `cannot read ${what} ${path}: ${reason}`, "check the path and its permissions", e);
-  }
 }
 
 /**
@@ -88,6 +81,7 @@ export async function openSigner(opts: SignerSourceOptions): Promise<Signer> {
       modulePath: opts.pkcs11Lib,
       intermediates,
       reusePin: opts.reusePin,
+      allowFinalTryLogin: opts.allowFinalTryLogin,
     });
   }
   const { openFileSigner } = await import("./file/index");

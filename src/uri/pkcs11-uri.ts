@@ -142,14 +142,15 @@ function isAbsolutePath(p: string): boolean {
   return p.startsWith("/") || /^[A-Za-z]:[\\/]/.test(p) || p.startsWith("\\\\");
 }
 
-function splitAttribute(part: string, where: "path" | "query"): [string, string] {
+function splitAttribute(part: string, where: "path" | "query", index: number): [string, string] {
   const eq = part.indexOf("=");
+  // Query text is not echoed: a PIN typed in the wrong place must not end up in an error message.
+  const shown = (text: string): string => (where === "path" ? `"${text.slice(0, 40)}"` : `#${index + 1}`);
   if (eq <= 0) {
-    const name = eq === 0 ? "(empty name)" : part.slice(0, 40);
-    invalid(`${where} attribute "${name}" must be written as name=value`);
+    invalid(`${where} attribute ${eq === 0 ? `${shown("")} has an empty name` : `${shown(part)} must be written as name=value`}`);
   }
   const name = part.slice(0, eq);
-  if (!/^[A-Za-z0-9_-]+$/.test(name)) invalid(`${where} attribute name "${name.slice(0, 40)}" contains characters other than letters, digits, "-" and "_"`);
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) invalid(`${where} attribute name ${shown(name)} contains characters other than letters, digits, "-" and "_"`);
   return [name, part.slice(eq + 1)];
 }
 
@@ -174,9 +175,9 @@ export function parsePkcs11Uri(text: string): Pkcs11Uri {
   const seenPath = new Set<string>();
 
   if (pathPart.length > 0) {
-    for (const part of pathPart.split(";")) {
+    for (const [index, part] of pathPart.split(";").entries()) {
       if (part === "") invalid(`empty path attribute (two ";" in a row, or a trailing ";")`);
-      const [name, raw] = splitAttribute(part, "path");
+      const [name, raw] = splitAttribute(part, "path", index);
       if (seenPath.has(name)) invalid(`path attribute ${name} appears more than once`);
       seenPath.add(name);
       const key = PATH_KEYS.get(name);
@@ -214,9 +215,9 @@ export function parsePkcs11Uri(text: string): Pkcs11Uri {
 
   if (queryPart !== undefined && queryPart.length > 0) {
     const seenQuery = new Set<string>();
-    for (const part of queryPart.split("&")) {
+    for (const [index, part] of queryPart.split("&").entries()) {
       if (part === "") invalid(`empty query attribute (two "&" in a row, or a trailing "&")`);
-      const [name, raw] = splitAttribute(part, "query");
+      const [name, raw] = splitAttribute(part, "query", index);
       const key = QUERY_KEYS.get(name);
       if (key === undefined) {
         // RFC 7512 §2.4 leaves duplicate vendor query attributes to the consumer: keep them all.

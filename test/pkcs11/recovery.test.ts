@@ -74,6 +74,21 @@ describe("recovery after the token drops our sessions", needsSoftHsm(), () => {
     await signer.close();
   });
 
+  test("lookups recover too: opening a signer and listing certificates after the sessions were closed", async () => {
+    const pins = p11.staticPinProvider(hsm.tokens[0].pin);
+    const holder = await p11.openPkcs11Signer({ certificateUri: k().certificateUri, modulePath: hsm.modulePath, pin: pins });
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    // The token's idle sessions are stale now; the searches below must not surface CKR_SESSION_HANDLE_INVALID.
+    const found = await p11.findCertificates("pkcs11:token=recovery", { modulePath: hsm.modulePath, pin: pins });
+    assert.equal(found.length, 1);
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    const second = await p11.openPkcs11Signer({ keyUri: k().keyUri, modulePath: hsm.modulePath, pin: pins });
+    const m = Buffer.from("second signer");
+    assert.ok(verifies(m, await second.sign(m)));
+    assert.ok(verifies(m, await holder.sign(m)));
+    await Promise.all([holder.close(), second.close()]);
+  });
+
   test("the PIN source is not asked again on recovery: the PIN that worked is reused", async () => {
     let asked = 0;
     const counting: P11.PinProvider = { getPin: async () => { asked++; return { pin: hsm.tokens[0].pin, source: "counting", interactive: false }; } };

@@ -109,7 +109,7 @@ test("lenient input: raw spaces and non-ASCII are accepted and encoded on output
 test("malformed URIs are refused with an error naming the bad part", () => {
   rejects("/path/to/cert.pem", /must start with "pkcs11:"/);
   rejects("pkcs11:token", /"token" must be written as name=value/);
-  rejects("pkcs11:=x", /empty name/);
+  rejects("pkcs11:=x", /path attribute "" has an empty name/);
   rejects("pkcs11:token=a;;object=b", /empty path attribute/);
   rejects("pkcs11:token=a;token=b", /token appears more than once/);
   rejects("pkcs11:id=%G1", /attribute id has a bad percent-encoding/);
@@ -123,6 +123,7 @@ test("malformed URIs are refused with an error naming the bad part", () => {
   rejects("pkcs11:object=%FF%FE", /object is not valid UTF-8/);
   rejects("pkcs11:token=a#frag", /"#" is not allowed/);
   rejects("pkcs11:tok en=a", /attribute name "tok en"/);
+  rejects("pkcs11:token=a?module-name=x&4321", /query attribute #2 must be written as name=value/);
 });
 
 test("error messages never contain the PIN", () => {
@@ -131,6 +132,7 @@ test("error messages never contain the PIN", () => {
     assert.doesNotMatch(e.message + (e.hint ?? ""), /4271/);
     return true;
   });
+  assert.throws(() => parsePkcs11Uri("pkcs11:token=a?4271"), (e: unknown) => e instanceof RaError && !/4271/.test(e.message + e.hint));
 });
 
 test("the PIN can be removed for printing", () => {

@@ -65,6 +65,7 @@ async function credentialsDirect(flags: CredentialProcessFlags) {
       pkcs11Lib: flags.pkcs11Lib,
       pkcs8Password: await resolvePkcs8Password(flags.pkcs8Password),
       reusePin: flags.reusePin,
+      allowFinalTryLogin: flags.allowFinalTry,
     },
     {
       trustAnchorArn: flags.trustAnchorArn!,

@@ -30,6 +30,7 @@ export function registerSignString(program: Command): void {
       pkcs11Lib: flags.pkcs11Lib,
       pkcs8Password: await resolvePkcs8Password(flags.pkcs8Password),
       reusePin: flags.reusePin,
+      allowFinalTryLogin: flags.allowFinalTry,
     });
     try {
       process.stdout.write(formatSignature(await signTestString(signer, digest), format));

@@ -8,8 +8,8 @@
  * SEC1; or a PKCS#12 file as `--certificate` with no `--private-key`; or a PEM
  * `--certificate` that also holds the key.
  */
+import { readUserFile } from "../../util/read-user-file";
 import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { isRaError, usageError } from "../../errors";
 import { logger } from "../../log/logger";
 import { parseCertificate } from "../../x509/certificate";
@@ -20,6 +20,7 @@ import { looksLikePkcs12, parsePkcs12 } from "./pkcs12";
 import { assertSupportedKey, containsPrivateKey, parsePrivateKey } from "./private-key";
 
 export { FileSigner } from "./file-signer";
+export { readUserFile } from "../../util/read-user-file";
 export { parsePrivateKey, isEncryptedPrivateKey, assertSupportedKey, SUPPORTED_CURVES } from "./private-key";
 export { parsePkcs12, looksLikePkcs12, type Pkcs12Contents } from "./pkcs12";
 export { decryptPkcs8, isEncryptedPkcs8 } from "./encrypted-pkcs8";
@@ -48,20 +49,6 @@ export interface FileSignerOptions {
 export const MAX_PASSWORD_PROMPTS = 3;
 
 const PASSWORD_ERRORS = ["PKCS8_PASSWORD_REQUIRED", "PKCS8_WRONG_PASSWORD", "PKCS12_WRONG_PASSWORD"];
-
-/**
- * Reads a file named by the user.
- * @throws RaError `UNREADABLE_FILE` naming the path and the reason.
- */
-export async function readUserFile(path: string, what: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const reason = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (e as Error).message;
-    throw usageError("UNREADABLE_FILE", `cannot read ${what} ${path}: ${reason}`, "check the path and its permissions", e);
-  }
-}
 
 /** Runs `attempt` with the given password, then with prompted ones while the password is the problem. */
 async function withPassword<T>(password: string | undefined, prompt: FileSignerOptions["promptPassword"], question: string, attempt: (password: string | undefined) => Promise<T> | T): Promise<T> {

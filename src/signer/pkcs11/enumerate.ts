@@ -19,7 +19,7 @@ import { defaultPinProvider, PinProvider } from "./pin";
 import { publicKeyDetail, samePublicKey, curveFromEcParams } from "./public-key";
 import { searchCertificates } from "./search";
 import { tokenContext } from "./session";
-import { listSlots, quirksForToken, TokenSlot, tokenMatches, tokenUri } from "./token";
+import { listSlots, noTokenError, quirksForToken, TokenSlot, tokenMatches, tokenUri } from "./token";
 
 /** A certificate found by {@link findCertificates}. */
 export interface FoundCertificate {
@@ -35,13 +35,18 @@ export interface FoundCertificate {
  * @throws RaError `INVALID_PKCS11_URI`, module errors, `PKCS11_TOKEN_NOT_FOUND`, PIN errors
  */
 export async function findCertificates(uri: string, opts: { modulePath?: string; pin?: PinProvider; allowFinalTryLogin?: boolean } = {}): Promise<FoundCertificate[]> {
+  try {
+    return await findCertificatesUnmapped(uri, opts);
+  } catch (e) {
+    throw toRaError(e, { operation: "searching certificates" });
+  }
+}
+
+async function findCertificatesUnmapped(uri: string, opts: { modulePath?: string; pin?: PinProvider; allowFinalTryLogin?: boolean }): Promise<FoundCertificate[]> {
   const parsed = parsePkcs11Uri(uri);
   const module = loadModule(resolveModule({ modulePath: opts.modulePath, uris: [parsed] }).path);
   const search = await searchCertificates(module, parsed, { pins: opts.pin ?? defaultPinProvider([parsed]), policy: { allowFinalTryLogin: opts.allowFinalTryLogin }, login: true });
-  if (search.tokens.length === 0) {
-    const { noTokenError } = await import("./token");
-    throw noTokenError(module, parsed, "certificates");
-  }
+  if (search.tokens.length === 0) throw noTokenError(module, parsed, "certificates");
   return search.certificates.map((c) => ({ uri: c.uri, der: c.object.der }));
 }
 
@@ -192,7 +197,7 @@ function certificateListing(slot: TokenSlot, o: CertificateObject, info: Certifi
 
 async function listObjects(slot: TokenSlot, listing: TokenListing, opts: ListOptions, pins: PinProvider, policy: LoginPolicy): Promise<void> {
   const ctx = tokenContext(slot);
-  await ctx.withSession(async (lease) => {
+  await ctx.withSessionRecovering(async (lease) => {
     const api = slot.module.api;
     if (opts.login && slot.token.loginRequired && !ctx.loggedIn) await ctx.ensureLoggedIn(lease, pins, policy);
     listing.loggedIn = ctx.loggedIn;

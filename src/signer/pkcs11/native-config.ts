@@ -56,6 +56,7 @@ export interface QuirkSubject {
   tokenManufacturer?: string;
   tokenModel?: string;
   tokenLabel?: string;
+  tokenSerial?: string;
   slotManufacturer?: string;
   slotDescription?: string;
 }

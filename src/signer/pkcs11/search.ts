@@ -69,14 +69,14 @@ export async function searchCertificates(module: Pkcs11Module, uri: Pkcs11Uri, o
   const certificates: CertificateCandidate[] = [];
   for (const slot of tokens) {
     const ctx = tokenContext(slot);
-    const objects = await ctx.withSession((lease) => readCertificates(module.api, lease.handle, query));
+    const objects = await ctx.withSessionRecovering((lease) => readCertificates(module.api, lease.handle, query));
     certificates.push(...candidatesOn(ctx, objects));
   }
   if (certificates.length === 0 && tokens.length === 1 && opts.login) {
     const ctx = tokenContext(tokens[0]);
     if (ctx.slot.token.loginRequired && !ctx.loggedIn) {
       logger.debug("no certificate visible without login; logging in to the only matching token", { tokenName: ctx.name });
-      const objects = await ctx.withSession(async (lease) => {
+      const objects = await ctx.withSessionRecovering(async (lease) => {
         await ctx.ensureLoggedIn(lease, opts.pins, opts.policy);
         return readCertificates(module.api, lease.handle, query);
       });

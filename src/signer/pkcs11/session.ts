@@ -233,6 +233,26 @@ export class TokenContext {
     }
   }
 
+  /**
+   * Like {@link withSession}, but when `fn` fails with a recoverable error (the token
+   * dropped our sessions, was reset or re-inserted), recovers once and runs `fn`
+   * again on a fresh session. For lookups; signing does the same with its own bookkeeping.
+   */
+  async withSessionRecovering<T>(fn: (lease: SessionLease) => Promise<T> | T): Promise<T> {
+    let seen = this.generation;
+    try {
+      return await this.withSession((lease) => {
+        seen = lease.generation;
+        return fn(lease);
+      });
+    } catch (e) {
+      if (!this.isRecoverable(e)) throw e;
+      logger.info("lost the token session; finding the token again", { tokenName: this.name });
+      await this.recover(seen);
+      return this.withSession(fn);
+    }
+  }
+
   /** Runs `fn` with a borrowed session, returning it afterwards. */
   async withSession<T>(fn: (lease: SessionLease) => Promise<T> | T): Promise<T> {
     const lease = await this.acquire();

@@ -260,6 +260,14 @@ function parseOptionalUri(text: string | undefined, what: string, expected: "cer
  *   (pin) `PKCS11_PIN_REQUIRED`, `PKCS11_PIN_INCORRECT`, `PKCS11_PIN_LOCKED`, `PKCS11_PIN_FINAL_TRY`, PIN file errors
  */
 export async function openPkcs11Signer(opts: Pkcs11SignerOptions): Promise<Pkcs11Signer> {
+  try {
+    return await open(opts);
+  } catch (e) {
+    throw toRaError(e, { operation: "opening the PKCS#11 key" });
+  }
+}
+
+async function open(opts: Pkcs11SignerOptions): Promise<Pkcs11Signer> {
   const certUri = parseOptionalUri(opts.certificateUri, "certificate", "cert");
   const keyUri = parseOptionalUri(opts.keyUri, "private key", "private");
   if (!certUri && !keyUri) {
@@ -303,7 +311,7 @@ export async function openPkcs11Signer(opts: Pkcs11SignerOptions): Promise<Pkcs1
   const ctx = tokenContext(slot);
 
   // 3. The key (and, for a key URI alone, its certificate), matched by public key.
-  const { key, keyUriText, certificate, certificateUri, chain, generation } = await ctx.withSession(async (lease) => {
+  const { key, keyUriText, certificate, certificateUri, chain, generation } = await ctx.withSessionRecovering(async (lease) => {
     const chosen = await findPrivateKey(ctx, lease, { uri: keySearchUri, derivedFromCertificate: !keyUri, cert: cert && { info: cert.info, object: cert.object }, auth });
     let certificate = cert?.info;
     let certificateUri = cert?.uri;

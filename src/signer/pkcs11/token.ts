@@ -181,6 +181,7 @@ export function quirksForToken(slot: TokenSlot): Quirks {
     tokenManufacturer: slot.token.manufacturer,
     tokenModel: slot.token.model,
     tokenLabel: slot.token.label,
+    tokenSerial: slot.token.serial,
     slotManufacturer: slot.manufacturer,
     slotDescription: slot.description,
   });
