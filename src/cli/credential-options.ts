@@ -37,7 +37,7 @@ export interface CredentialFlags {
 
 function parseInteger(name: string): (value: string) => number {
   return (value: string) => {
-    if (!/^\d+$/.test(value)) throw usageError("INVALID_FLAG", `--${name} must be a whole number, got "${value}"`);
+    if (!/^\d+$/.test(value)) throw usageError("INVALID_FLAG", `--${name} must be a whole number, got "${value}"`, `write it in ${name === "timeout" ? "milliseconds, e.g. --timeout 10000" : "seconds, e.g. --session-duration 3600"}`);
     return Number(value);
   };
 }
@@ -106,12 +106,8 @@ export async function resolvePkcs8Password(flag: string | undefined): Promise<st
   if (flag !== undefined) return flag;
   const file = process.env.RA_AGENT_PKCS8_PASSWORD_FILE;
   if (file) {
-    const { readFileSync } = await import("node:fs");
-    try {
-      return readFileSync(file, "utf8").replace(/\r?\n$/, "");
-    } catch (e) {
-      throw usageError("UNREADABLE_PASSWORD_FILE", `cannot read RA_AGENT_PKCS8_PASSWORD_FILE ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "check the path and permissions", e);
-    }
+    const { readSecretFile } = await import("../util/read-secret-file");
+    return readSecretFile(file, "RA_AGENT_PKCS8_PASSWORD_FILE");
   }
   return process.env.RA_AGENT_PKCS8_PASSWORD;
 }

@@ -6,6 +6,8 @@
  */
 import type { CertificateListing, KeyListing, ModuleListing, TokenListing } from "../signer/pkcs11/enumerate";
 import type { Pkcs11Uri } from "../uri/pkcs11-uri";
+// Reads native-config/modules.json only (no pkcs11js): cheap to load from the CLI.
+import { moduleHints } from "../signer/pkcs11/native-config";
 
 /** Schema version of the JSON output; bumped on incompatible changes. */
 export const INVENTORY_JSON_VERSION = 1;
@@ -37,17 +39,12 @@ export interface InventoryJson {
 }
 
 /**
- * Advice for a module that failed to load or initialise, by catalogue id /
- * file name. (Candidates for native-config/modules.json.)
+ * Advice for a module that failed to load or initialise: the hint the listing
+ * carries (from the error: module quirks, native-config/modules.json), else the
+ * `cannotLoad` hint of native-config/modules.json for the module's catalogue id or file.
  */
-function moduleFailureHint(m: Pick<ModuleListing, "name" | "path">): string | undefined {
-  const id = `${m.name} ${m.path}`.toLowerCase();
-  if (id.includes("tpm2")) {
-    return "tpm2-pkcs11 could not reach a TPM or its store: set TPM2_PKCS11_TCTI (e.g. device:/dev/tpmrm0, or swtpm:path=...) and TPM2_PKCS11_STORE (the directory tpm2_ptool init used); see docs/tpm.md";
-  }
-  if (id.includes("opensc")) return "OpenSC needs pcscd running (systemctl start pcscd.socket) and a reader";
-  if (id.includes("softhsm")) return "SoftHSM reads SOFTHSM2_CONF (default /etc/softhsm/softhsm2.conf): check that file and its tokens.dir";
-  return undefined;
+function moduleFailureHint(m: Pick<ModuleListing, "name" | "path" | "hint">): string | undefined {
+  return m.hint ?? moduleHints(m.name).cannotLoad ?? moduleHints(m.path).cannotLoad;
 }
 
 /**

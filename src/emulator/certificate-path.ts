@@ -111,7 +111,9 @@ function issuedBy(child: CertificateInfo, issuer: CertificateInfo): boolean {
 export function checkLeafRules(leaf: CertificateInfo): void {
   const version = certificateVersion(leaf.der);
   if (version !== 3) throw accessDenied("leaf-version", `Signing certificate ${describe(leaf)} is X.509 v${version}; v3 is required`);
-  if (leaf.x509.ca) throw accessDenied("leaf-is-ca", `Signing certificate ${describe(leaf)} is a CA (basicConstraints cA=true); an end-entity certificate is required`);
+  // Read basicConstraints itself: OpenSSL's notion of "CA" (node's X509Certificate.ca)
+  // also needs keyCertSign, so a cA=true leaf with digitalSignature only would pass.
+  if (extensionOf(leaf, x509.BasicConstraintsExtension)?.ca) throw accessDenied("leaf-is-ca", `Signing certificate ${describe(leaf)} is a CA (basicConstraints cA=true); an end-entity certificate is required`);
   const keyUsage = extensionOf(leaf, x509.KeyUsagesExtension);
   if (!keyUsage) throw accessDenied("leaf-key-usage", `Signing certificate ${describe(leaf)} has no keyUsage extension; digitalSignature is required`);
   if ((keyUsage.usages & x509.KeyUsageFlags.digitalSignature) === 0) {

@@ -291,6 +291,12 @@ export async function startEmulator(config: EmulatorConfig, options: EmulatorOpt
     close: closeAll,
   };
   log.info("emulator: listening", { endpoint: running.endpoint, stsEndpoint: running.stsEndpoint, region: resolved.region });
+  if (!isLoopbackAddress(resolved.host)) {
+    log.warn(`emulator: listening on ${resolved.host}, not loopback: it hands out credentials over plain HTTP to anyone who can reach it; use it on test networks only`);
+  }
   return running;
 }
 
+function isLoopbackAddress(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}

@@ -12,7 +12,7 @@ import { logger } from "../log/logger";
 import type { Signer } from "../signer/signer";
 import { canonicalQueryString, type HttpRequest } from "../sigv4x509/canonical";
 import { signRequest } from "../sigv4x509/sign-request";
-import { parseCertificate } from "../x509/certificate";
+import { assertCertificateCurrent } from "../x509/validity";
 import { parseSessionArns } from "./arn";
 import { resolveEndpoint, resolveRegion } from "./endpoint";
 import { errorFromNetworkFailure, errorFromResponse, ServiceError } from "./service-error";
@@ -28,8 +28,6 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_ATTEMPTS = 3;
 /** A response body larger than this is not a CreateSession answer. */
 const MAX_RESPONSE_BYTES = 1024 * 1024;
-/** Certificates may start a little in the future: SigV4 tolerates 5 minutes of clock skew. */
-const CLOCK_SKEW_MS = 5 * 60_000;
 
 /** Transport settings, fixed for the life of a {@link CreateSessionClient}. */
 export interface CreateSessionClientOptions {
@@ -121,20 +119,6 @@ export function validateRoleSessionName(value: string): string {
     );
   }
   return value;
-}
-
-/**
- * Refuses a certificate that Roles Anywhere would refuse for its dates, before any network call.
- * @throws RaError `CERTIFICATE_EXPIRED`, `CERTIFICATE_NOT_YET_VALID`
- */
-export function assertCertificateCurrent(certificateDer: Uint8Array, now: Date): void {
-  const cert = parseCertificate(certificateDer);
-  if (cert.notAfter.getTime() < now.getTime()) {
-    throw usageError("CERTIFICATE_EXPIRED", `the certificate (${cert.subject}, serial ${cert.serialHex}) expired on ${cert.notAfter.toISOString()}`, "renew the certificate and put the new one in its file or token");
-  }
-  if (cert.notBefore.getTime() > now.getTime() + CLOCK_SKEW_MS) {
-    throw usageError("CERTIFICATE_NOT_YET_VALID", `the certificate (${cert.subject}) is valid only from ${cert.notBefore.toISOString()}`, "check this machine's clock, or wait until the certificate becomes valid");
-  }
 }
 
 function joinPath(basePath: string, suffix: string): string {

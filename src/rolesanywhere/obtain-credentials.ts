@@ -19,7 +19,7 @@ export async function obtainCredentials(source: SignerSourceOptions, session: Se
   // Bad ARNs or duration fail before the token is touched: no PIN is spent on a request that cannot succeed.
   parseSessionArns(session.trustAnchorArn, session.profileArn, session.roleArn);
   if (session.durationSeconds !== undefined) validateDurationSeconds(session.durationSeconds);
-  const signer = await openSigner(source);
+  const signer = await openSigner({ validAt: session.now?.() ?? new Date(), ...source });
   const client = new CreateSessionClient(transport);
   try {
     return (await client.createSession({ ...session, signer })).credentials;

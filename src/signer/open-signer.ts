@@ -7,6 +7,7 @@
 import { usageError } from "../errors";
 import { logger } from "../log/logger";
 import { readCertificates } from "../x509/pem";
+import { assertCertificateCurrent } from "../x509/validity";
 import { readUserFile } from "../util/read-user-file";
 
 export { readUserFile };
@@ -31,6 +32,11 @@ export interface SignerSourceOptions {
    * (`CKF_USER_PIN_FINAL_TRY`); off by default because tokens lock.
    */
   allowFinalTryLogin?: boolean;
+  /**
+   * Refuse a certificate file that is not valid at this time before the token is
+   * touched, so that no PIN is spent on a request the service would refuse.
+   */
+  validAt?: Date;
 }
 
 /** True for a `pkcs11:` URI (scheme is case-insensitive, RFC 3986). */
@@ -67,6 +73,7 @@ export async function openSigner(opts: SignerSourceOptions): Promise<Signer> {
     const certificateDer = certificate && !isPkcs11Uri(certificate)
       ? readCertificates(await readUserFile(certificate, "--certificate"), `certificate file ${certificate}`)[0]
       : undefined;
+    if (certificateDer && opts.validAt) assertCertificateCurrent(certificateDer, opts.validAt);
     if (privateKey && !isPkcs11Uri(privateKey)) {
       throw usageError(
         "MIXED_KEY_SOURCES",

@@ -37,14 +37,22 @@ export interface CertificateIdentity {
   uri?: string;
 }
 
+/**
+ * A distinguished name in RFC 2253 order (most specific first, comma-separated),
+ * as Go's pkix.Name prints it, from node's one-attribute-per-line form.
+ */
+function rfc2253(lines: string): string {
+  return lines.split("\n").reverse().join(",");
+}
+
 /** Describes a certificate for listings. */
 export function certificateIdentity(der: Uint8Array, uri?: string): CertificateIdentity {
   const info = parseCertificate(der);
   return {
     sha1Fingerprint: createHash("sha1").update(der).digest("hex"),
     sha256Fingerprint: info.sha256Fingerprint,
-    subject: info.subject,
-    issuer: info.issuer,
+    subject: rfc2253(info.x509.subject),
+    issuer: rfc2253(info.x509.issuer),
     serialNumber: BigInt("0x" + info.serialHex).toString(16).toUpperCase(),
     notBefore: info.notBefore.toISOString(),
     notAfter: info.notAfter.toISOString(),
@@ -53,7 +61,7 @@ export function certificateIdentity(der: Uint8Array, uri?: string): CertificateI
   };
 }
 
-/** The reference helper's text block for one identity (1-based index). */
+/** The reference helper's text block for one identity (1-based index), names in RFC 2253 order as Go prints them. */
 export function formatIdentity(index: number, id: CertificateIdentity): string {
   let s = `${index}) Hex Fingerprint: ${id.sha1Fingerprint}\nSubject: ${id.subject}\nIssuer: ${id.issuer}\nSerial Number: ${id.serialNumber}\n`;
   if (id.uri) s += `URI: ${id.uri}\n`;

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { verify, X509Certificate } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { provisionSoftHsm, type ProvisionResult, type ProvisionedKey } from "../../softhsm/provision";
@@ -204,6 +204,29 @@ describe("drop-in commands on SoftHSM", { skip }, () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /expired/i);
     assert.equal(emu.createSessionCount, before);
+  });
+
+  test("an expired certificate file with a token key is refused before any PIN is spent", async () => {
+    const ca = await createCa({ name: "CN=expired-token-test" });
+    const k = key("ec-p256");
+    const cert = await issueCertificate(ca, new X509Certificate(k.certificatePem).publicKey, { notBefore: new Date(Date.now() - 2 * 86400_000), notAfter: new Date(Date.now() - 86400_000) });
+    writeFileSync(join(dir, "expired-token.pem"), cert.toString("pem"));
+    const pinCalls = join(dir, "pin-calls");
+    // A PIN command that records each time it is asked: it must never be asked.
+    const uri = `${k.keyUri}?pin-source=${encodeURIComponent(`|sh -c 'echo x >> ${pinCalls}; echo 00000000'`)}`;
+    const r = await credentialProcess(["--certificate", join(dir, "expired-token.pem"), "--private-key", uri], { RA_AGENT_PIN_FILE: "" });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /expired/);
+    assert.throws(() => readFileSync(pinCalls), /ENOENT/);
+  });
+
+  test("RA_AGENT_PKCS8_PASSWORD_FILE readable by others is refused with the chmod to run", async () => {
+    const pw = join(dir, "loose-password");
+    writeFileSync(pw, "secret-password\n", { mode: 0o644 });
+    const r = await runRaAgent(["credential-process", "--certificate", key("ec-p256").certificatePath, "--private-key", join(dir, "leaf.key"), ...arnFlags()], { RA_AGENT_PKCS8_PASSWORD_FILE: pw });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /chmod 600/);
+    assert.doesNotMatch(r.stderr, /secret-password/);
   });
 
   test("unsupported certificate-store flags get a clear alternative", async () => {

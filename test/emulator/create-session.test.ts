@@ -59,6 +59,7 @@ const NEGATIVE: Case[] = [
   { name: "leaf expired", leaf: "expired", status: 403, type: "AccessDeniedException", message: /signing certificate .* expired at/ },
   { name: "leaf not yet valid", leaf: "notYetValid", status: 403, type: "AccessDeniedException", message: /is not valid before/ },
   { name: "leaf is a CA", leaf: "isCa", status: 403, type: "AccessDeniedException", message: /is a CA \(basicConstraints cA=true\)/ },
+  { name: "leaf is a CA without keyCertSign", leaf: "isCaNoCertSign", status: 403, type: "AccessDeniedException", message: /is a CA \(basicConstraints cA=true\)/ },
   { name: "leaf without keyUsage", leaf: "noKeyUsage", status: 403, type: "AccessDeniedException", message: /has no keyUsage extension/ },
   { name: "leaf keyUsage without digitalSignature", leaf: "noDigitalSignature", status: 403, type: "AccessDeniedException", message: /keyUsage lacks digitalSignature/ },
   { name: "leaf signed with SHA-1", leaf: "sha1", status: 403, type: "AccessDeniedException", message: /signed with SHA-1; SHA-256 or stronger/ },

@@ -40,6 +40,8 @@ export interface RuleLeaves {
   expired: LeafFiles;
   notYetValid: LeafFiles;
   isCa: LeafFiles;
+  /** cA=true without keyCertSign: OpenSSL does not call it a CA, the service does. */
+  isCaNoCertSign: LeafFiles;
   noKeyUsage: LeafFiles;
   noDigitalSignature: LeafFiles;
   sha1: LeafFiles;
@@ -99,6 +101,7 @@ export async function buildWorld(dir: string, full: boolean): Promise<World> {
       expired: await writeLeaf(dir, "leaf-expired", root, "EC-P256", { notBefore: new Date(Date.now() - 10 * day), notAfter: new Date(Date.now() - day) }),
       notYetValid: await writeLeaf(dir, "leaf-future", root, "EC-P256", { notBefore: new Date(Date.now() + day), notAfter: new Date(Date.now() + 10 * day) }),
       isCa: await writeLeaf(dir, "leaf-is-ca", root, "EC-P256", { isCa: true, keyUsage: x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyCertSign }),
+      isCaNoCertSign: await writeLeaf(dir, "leaf-is-ca-no-certsign", root, "EC-P256", { isCa: true, keyUsage: x509.KeyUsageFlags.digitalSignature }),
       noKeyUsage: await writeLeaf(dir, "leaf-no-key-usage", root, "EC-P256", { noKeyUsage: true }),
       noDigitalSignature: await writeLeaf(dir, "leaf-no-digital-signature", root, "EC-P256", { keyUsage: x509.KeyUsageFlags.keyAgreement }),
       sha1: await writeLeaf(dir, "leaf-sha1", root, "EC-P256", { signatureHash: "SHA-1" }),

@@ -11,7 +11,7 @@ export function packageVersion(): string {
 
 /** `ra-agent version`: prints the version, as aws_signing_helper does. */
 export function registerVersion(program: Command): void {
-  program.version(packageVersion(), "-V, --version-flag", "print the version");
+  program.version(packageVersion(), "-V, --version", "print the version");
   program
     .command("version")
     .description("print the version")
