@@ -8,6 +8,9 @@
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createVerify, X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { RaError } from "../../src/errors";
 import type { Pkcs11Signer } from "../../src/signer/pkcs11/index";
 import { cardSkipReason, startCardFixture, type CardFixture } from "./card-fixture";
@@ -20,9 +23,14 @@ const PIN_BAD_2 = "111111";
 let fx: CardFixture;
 // Loaded after the fixture has pointed libpcsclite at the card's pcscd.
 let p11: typeof import("../../src/signer/pkcs11/index");
+// Rejected PINs are also recorded on disk, per user: this file's records stay in its own directory
+// (the card's label and serial are the same in every run, and other runs may be going on).
+let stateDir: string;
 
 before(async () => {
   if (skip) return;
+  stateDir = mkdtempSync(join(tmpdir(), "ra-agent-state-"));
+  process.env.RA_AGENT_STATE_DIR = stateDir;
   fx = await startCardFixture({ pin: PIN_OK, maxTries: 3 });
   p11 = await import("../../src/signer/pkcs11/index");
 });
@@ -31,6 +39,7 @@ after(async () => {
   if (skip) return;
   await p11?.closeAllPkcs11();
   await fx?.close();
+  rmSync(stateDir, { recursive: true, force: true });
 });
 
 // Each test starts from a fresh login state: closing the signers logs out, and the

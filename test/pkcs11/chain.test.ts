@@ -3,6 +3,7 @@
  * out, since the trust anchor holds the root), or given by the caller; CA
  * certificates on a token do not make a token-only URI ambiguous.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";

@@ -3,6 +3,7 @@
  * remembered and never tried again; no C_Login without a PIN or with a PIN file
  * others can read; the final-try and locked rules.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, writeFileSync } from "node:fs";
@@ -12,7 +13,7 @@ import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
 import type * as P11 from "../../src/signer/pkcs11/index";
 import type * as Session from "../../src/signer/pkcs11/session";
 import { RaError } from "../../src/errors";
-import { checkLoginAllowed, triesLeftNote } from "../../src/signer/pkcs11/login";
+import { checkLoginAllowed, pinStateNote, pinTriesState } from "../../src/signer/pkcs11/login";
 import { quirksFor } from "../../src/signer/pkcs11/native-config";
 import { describeTokenInfo } from "../../src/signer/pkcs11/token";
 
@@ -76,13 +77,15 @@ describe("login rules on SoftHSM", needsSoftHsm(), () => {
       assert.equal(e.exitCode, 4);
       assert.match(e.message, /C_Login returned CKR_PIN_INCORRECT/);
       assert.match(e.message, /this token does not report how many tries are left/, "SoftHSM's count-low flag is not a counter (quirks.json)");
+      assert.equal((e as P11.Pkcs11CallError).pinState, "unknown");
       assert.match(e.hint!, /never retries a wrong PIN/);
       assert.doesNotMatch(e.message + e.hint, new RegExp(wrong));
     });
     assert.equal(loginAttempts(), 1);
     // The same PIN again (from another source, e.g. after an agent refresh): refused without C_Login.
     await rejectsWith(p11.openPkcs11Signer({ certificateUri: `${uri()}?pin-value=${wrong}`, modulePath: hsm.modulePath, pin: p11.uriPinProvider({ pinValue: wrong }) }), "PKCS11_PIN_KNOWN_BAD", (e) => {
-      assert.match(e.message, /from URI pin-value was already refused/);
+      assert.match(e.message, /this PIN \(from URI pin-value\) was already rejected by token "login" .* at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; ra-agent will not try it again/);
+      assert.match(e.hint!, /fix the PIN source \(URI pin-value\).*or delete .*rejected-pins\.json/);
       assert.doesNotMatch(e.message + e.hint, new RegExp(wrong));
     });
     assert.equal(loginAttempts(), 1);
@@ -103,22 +106,28 @@ describe("login rules on SoftHSM", needsSoftHsm(), () => {
     const info = (flags: number) => describeTokenInfo({ label: "card", manufacturerID: "OpenSC Project", model: "PKCS#15", serialNumber: "1", flags } as pkcs11js.TokenInfo);
     const quirks = quirksFor({ slotManufacturer: "OpenSC Project" });
     const args = (flags: number, interactive: boolean, allowFinalTryLogin: boolean) => ({
-      token: info(flags), tokenName: "card", tokenKey: `k${flags}${interactive}${allowFinalTryLogin}`,
+      token: info(flags), tokenName: "card", tokenKey: `k${flags}${interactive}${allowFinalTryLogin}`, tokenRef: { label: "card", serial: "1", module: "/nonexistent/opensc-pkcs11.so" },
       pin: { pin: "123456", source: "RA_AGENT_PIN", interactive }, policy: { allowFinalTryLogin }, quirks, userType: "user" as const,
     });
     const finalTry = base | pkcs11js.CKF_USER_PIN_FINAL_TRY;
-    assert.throws(() => checkLoginAllowed(args(finalTry, false, false)), (e: RaError) => e.code === "PKCS11_PIN_FINAL_TRY" && /one PIN try left/.test(e.message) && /--allow-final-try/.test(e.hint!));
+    assert.throws(() => checkLoginAllowed(args(finalTry, false, false)), (e: P11.PinRefusedError) => e.code === "PKCS11_PIN_FINAL_TRY" && e.pinState === "final-try" && /one PIN try left/.test(e.message) && /--allow-final-try/.test(e.hint!) && /a good login resets the counter/.test(e.hint!));
     assert.doesNotThrow(() => checkLoginAllowed(args(finalTry, true, false)), "typed at the prompt for this run");
     assert.doesNotThrow(() => checkLoginAllowed(args(finalTry, false, true)), "--allow-final-try");
     const locked = base | pkcs11js.CKF_USER_PIN_LOCKED;
-    assert.throws(() => checkLoginAllowed(args(locked, true, true)), (e: RaError) => e.code === "PKCS11_PIN_LOCKED" && /PUK/.test(e.hint!));
+    assert.throws(() => checkLoginAllowed(args(locked, true, true)), (e: P11.PinRefusedError) => e.code === "PKCS11_PIN_LOCKED" && e.pinState === "locked" && /PUK/.test(e.hint!));
     assert.doesNotThrow(() => checkLoginAllowed(args(base | pkcs11js.CKF_USER_PIN_COUNT_LOW, false, false)));
-    assert.equal(triesLeftNote(base | pkcs11js.CKF_USER_PIN_FINAL_TRY, quirks), "the token now reports ONE try left before the PIN locks");
-    assert.equal(triesLeftNote(base | pkcs11js.CKF_USER_PIN_COUNT_LOW, quirks), "the token reports that few tries are left");
-    assert.equal(triesLeftNote(base, quirks), "the token reports more than a few tries left");
+    const note = (flags: number | undefined, q = quirks) => pinStateNote(pinTriesState(flags, q));
+    assert.equal(note(base | pkcs11js.CKF_USER_PIN_LOCKED), "the PIN is now locked");
+    assert.equal(note(base | pkcs11js.CKF_USER_PIN_FINAL_TRY), "final try: one more wrong PIN locks the token");
+    assert.equal(note(base | pkcs11js.CKF_USER_PIN_COUNT_LOW), "few tries left");
+    assert.equal(note(base), "the token does not report that few tries are left");
+    assert.equal(note(undefined), "this token does not report how many tries are left", "token unreadable after the failure");
     const tpm = quirksFor({ modulePath: "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so" });
-    assert.equal(triesLeftNote(base, tpm), "this token does not report how many tries are left");
+    assert.equal(pinTriesState(base, tpm), "unknown", "a TPM's flags never warn");
+    assert.equal(pinTriesState(base | pkcs11js.CKF_USER_PIN_COUNT_LOW, quirksFor({ modulePath: "/usr/lib/softhsm/libsofthsm2.so" })), "unknown", "SoftHSM's count-low is no counter");
     assert.equal(tpm.sessionPoolSize, 1, "the TPM signs one at a time");
     assert.throws(() => checkLoginAllowed({ ...args(locked, false, false), quirks: tpm }), (e: RaError) => /tpm2_dictionarylockout --clear-lockout/.test(e.hint!));
+    // A TPM's failure counter decays with time or is cleared by its owner: a good login does not reset it.
+    assert.throws(() => checkLoginAllowed({ ...args(finalTry, false, false), quirks: tpm }), (e: RaError) => e.code === "PKCS11_PIN_FINAL_TRY" && !/resets the counter/.test(e.hint!) && /TPM2_PT_LOCKOUT_INTERVAL/.test(e.hint!));
   });
 });

@@ -1,4 +1,5 @@
 import { test } from "node:test";
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import assert from "node:assert/strict";
 import { constants, generateKeyPairSync, privateEncrypt, sign, verify } from "node:crypto";
 import * as pkcs11js from "pkcs11js";

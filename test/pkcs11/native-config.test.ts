@@ -3,6 +3,7 @@
  * in --pkcs11-lib and module-name) and per-module quirks (pool size,
  * serialisation, mechanisms, PIN advice, recovery), matched also through p11-kit-proxy.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";

@@ -3,6 +3,7 @@
  * URI, their order, and the terminal prompt (no echo), driven through a real
  * pseudo-terminal.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";

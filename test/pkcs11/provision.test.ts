@@ -3,6 +3,7 @@
  * inside the token (never extractable), certificates issued by the demo CA and
  * stored next to their keys, and idempotence on the same directory.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, statSync } from "node:fs";

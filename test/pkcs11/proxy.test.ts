@@ -8,6 +8,7 @@
  * without that file, the test registers SoftHSM in a private
  * ~/.config/pkcs11/modules (HOME points at a temp dir before p11-kit starts).
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";

@@ -4,6 +4,7 @@
  * without a certificate, two certificates for one key id, two tokens with one
  * label, an expired certificate, a key usable without login.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createPublicKey, verify, X509Certificate } from "node:crypto";

@@ -4,15 +4,46 @@
  * the PIN that worked, finds the key again and retries once, also under
  * concurrency. Simulated with C_CloseAllSessions from a second module handle.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createPublicKey, verify } from "node:crypto";
+import { Writable } from "node:stream";
 import * as pkcs11js from "pkcs11js";
+import winston from "winston";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
+import { RaError } from "../../src/errors";
+import { logger } from "../../src/log/logger";
 import type * as P11 from "../../src/signer/pkcs11/index";
 
 let hsm: TestHsm;
 let p11: typeof P11;
+
+/** Runs `fn` and returns what the process-wide logger wrote meanwhile. */
+async function captureLog(fn: () => Promise<void>): Promise<string> {
+  let text = "";
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      text += String(chunk);
+      done();
+    },
+  });
+  const transport = new winston.transports.Stream({ stream });
+  logger.add(transport);
+  try {
+    await fn();
+  } finally {
+    logger.remove(transport);
+  }
+  return text;
+}
+
+/** Awaits a rejection and checks it is an RaError (never a raw pkcs11js error). */
+async function raError(p: Promise<unknown>): Promise<RaError> {
+  const e = await p.then(() => assert.fail("expected a rejection"), (err: unknown) => err);
+  assert.ok(e instanceof RaError, `an RaError, got ${(e as Error)?.name}: ${String(e)}`);
+  return e;
+}
 
 /** Closes every session of this process on the token, from a separate pkcs11js handle. */
 function closeAllSessionsUnderneath(modulePath: string, serial: string): void {
@@ -56,6 +87,62 @@ describe("recovery after the token drops our sessions", needsSoftHsm(), () => {
     assert.equal(st.recoveries, 1);
     assert.equal(st.present, true);
     assert.equal(st.loggedIn, true);
+    await signer.close();
+  });
+
+  test("the recovery warning names the real error (CKR_SESSION_HANDLE_INVALID), never CKR_OK", async () => {
+    const signer = await p11.openPkcs11Signer({ certificateUri: k().certificateUri, modulePath: hsm.modulePath, pin: p11.staticPinProvider(hsm.tokens[0].pin) });
+    await signer.sign(Buffer.from("warm"));
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    const log = await captureLog(async () => {
+      await signer.sign(Buffer.from("after reset"));
+    });
+    assert.match(log, /lost the token session; finding the token again and retrying once .*"error":"CKR_SESSION_HANDLE_INVALID"/);
+    assert.doesNotMatch(log, /CKR_OK/);
+    await signer.close();
+  });
+
+  test("a raw pkcs11js error caught by an outer wrapper still names the C_* call and the CKR; logs never say CKR_OK for other errors", async () => {
+    const { toRaError, describeError, errorLogFields } = await import("../../src/signer/pkcs11/errors");
+    const api = p11.loadModule(hsm.modulePath).api;
+    let raw: unknown;
+    try {
+      api.C_FindObjectsInit(Buffer.alloc(8, 0x7f), []); // no such session
+    } catch (e) {
+      raw = e;
+    }
+    assert.ok(raw instanceof pkcs11js.Pkcs11Error);
+    const err = toRaError(raw, { operation: "opening the PKCS#11 key" });
+    assert.equal(err.code, "PKCS11_SESSION_LOST");
+    assert.match(err.message, /C_FindObjectsInit \(opening the PKCS#11 key\) returned CKR_SESSION_HANDLE_INVALID/);
+    assert.deepEqual(errorLogFields(raw), { error: "CKR_SESSION_HANDLE_INVALID" });
+    // Not PKCS#11 errors: their own code or name, never CKR_OK (pkcs11js's default code 0).
+    assert.deepEqual(describeError(new pkcs11js.Pkcs11Error("module not loaded")), { code: "Pkcs11Error", message: "module not loaded" });
+    assert.deepEqual(errorLogFields(Object.assign(new Error("open failed"), { code: "ENOENT" })), { error: "ENOENT", detail: "open failed" });
+    assert.deepEqual(errorLogFields(new TypeError("bad argument")), { error: "TypeError", detail: "bad argument" });
+  });
+
+  test("after a failed open (wrong PIN) and a token reset, the next open works; no raw Pkcs11Error escapes", async () => {
+    await p11.closeAllPkcs11();
+    // Like a smart card pulled out and put back: the context of the failed open keeps a session that is now dead.
+    const bad = p11.staticPinProvider("00000000", "test PIN");
+    assert.equal((await raError(p11.openPkcs11Signer({ certificateUri: k().certificateUri, modulePath: hsm.modulePath, pin: bad }))).code, "PKCS11_PIN_INCORRECT");
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    assert.equal((await raError(p11.openPkcs11Signer({ certificateUri: k().certificateUri, modulePath: hsm.modulePath, pin: bad }))).code, "PKCS11_PIN_KNOWN_BAD");
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    let asked = 0;
+    const good: P11.PinProvider = { getPin: async () => { asked++; return { pin: hsm.tokens[0].pin, source: "test PIN", interactive: false }; } };
+    // By key URI: the first thing done on the dead session is the login.
+    const signer = await p11.openPkcs11Signer({ keyUri: k().keyUri, modulePath: hsm.modulePath, pin: good });
+    assert.equal(asked, 1, "the dead session was noticed before the PIN was asked for");
+    const m = Buffer.from("after the reset");
+    assert.ok(verifies(m, await signer.sign(m)));
+    // Enumeration with a login on a token whose sessions died underneath.
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    const [listed] = await p11.listPkcs11({ modulePaths: [hsm.modulePath], uri: "pkcs11:token=recovery", login: true, pin: good });
+    const t = listed.slots.find((s) => s.token?.label === "recovery")?.token;
+    assert.equal(t?.objectsError, undefined);
+    assert.equal(t?.keys.length, 1);
     await signer.close();
   });
 

@@ -3,6 +3,7 @@
  * only, key URI only, both, certificate file + key URI, token-only URI, RSA/EC
  * mismatches; plus P-384, digests, PIN sources, concurrency and enumeration.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, writeFileSync } from "node:fs";

@@ -8,6 +8,7 @@
  * this file gives SoftHSM the tpm2-pkcs11 recovery quirk (reinitializeOnRecovery)
  * through a private copy of native-config, and exercises that path.
  */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";

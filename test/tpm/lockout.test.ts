@@ -11,6 +11,9 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createVerify, X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { isRaError, RaError } from "../../src/errors";
 import type { ProvisionedTpm, ProvisionedTpmKey } from "../../scripts/tpm/provision";
 import { startTpmFixture, tpmSkipReason, type TpmFixture } from "./tpm-fixture";
@@ -24,8 +27,14 @@ let pkcs11: typeof import("../../src/signer/pkcs11");
 /** Real lockout settings, with a recovery time long enough not to decay during the test. */
 const LOCKOUT = { maxTries: 3, recoveryTime: 900, lockoutRecoveryTime: 0 };
 
+// Rejected PINs are also recorded on disk, per user: this file's records stay in its own directory
+// (the TPM token's label and serial are the same in every run, and other runs may be going on).
+let stateDir: string | undefined;
+
 before(async () => {
   if (skip) return;
+  stateDir = mkdtempSync(join(tmpdir(), "ra-agent-state-"));
+  process.env.RA_AGENT_STATE_DIR = stateDir;
   fixture = await startTpmFixture({ keys: ["EC-P256"] });
   tpm = fixture.tpm;
   ecKey = tpm.keys[0];
@@ -36,6 +45,7 @@ before(async () => {
 after(async () => {
   if (pkcs11) await pkcs11.closeAllPkcs11();
   await fixture?.close();
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
 });
 
 async function openWith(pin: string) {

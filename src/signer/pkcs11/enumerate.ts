@@ -62,6 +62,10 @@ export interface ModuleListing {
   library?: { manufacturer: string; description: string; version: string; cryptokiVersion: string };
   /** Why it could not be loaded. */
   error?: string;
+  /** The error's code (`PKCS11_MODULE_LOAD_FAILED`, `PKCS11_DEVICE_ERROR`, …). */
+  errorCode?: string;
+  /** What to do about the error (module quirks and `native-config/modules.json`). */
+  hint?: string;
   slots: SlotListing[];
 }
 
@@ -245,9 +249,25 @@ async function listObjects(slot: TokenSlot, listing: TokenListing, opts: ListOpt
  * Lists modules, their slots and tokens, and (unless `tokensOnly`) the keys and
  * certificates of each token, with their URIs. A module that fails to load, or a
  * token whose objects cannot be read, is reported in the listing, not thrown.
- * @throws RaError `INVALID_PKCS11_URI`; module resolution errors when no module can be chosen
+ * @throws RaError `INVALID_PKCS11_URI`; module resolution errors when no module can be chosen;
+ *   PIN errors when `login` is set
  */
 export async function listPkcs11(opts: ListOptions = {}): Promise<ModuleListing[]> {
+  try {
+    return await listUnmapped(opts);
+  } catch (e) {
+    throw toRaError(e, { operation: "listing tokens" });
+  }
+}
+
+function noteModuleError(listing: ModuleListing, e: unknown, operation: string): void {
+  const err = toRaError(e, { operation });
+  listing.error = err.message;
+  listing.errorCode = err.code;
+  if (err.hint) listing.hint = err.hint;
+}
+
+async function listUnmapped(opts: ListOptions): Promise<ModuleListing[]> {
   const filter: Pkcs11Uri | undefined = opts.uri ? parsePkcs11Uri(opts.uri) : undefined;
   const pins = opts.pin ?? defaultPinProvider([filter]);
   const policy: LoginPolicy = { allowFinalTryLogin: opts.allowFinalTryLogin };
@@ -259,7 +279,7 @@ export async function listPkcs11(opts: ListOptions = {}): Promise<ModuleListing[
     try {
       module = loadModule(cand.path);
     } catch (e) {
-      listing.error = e instanceof RaError ? e.message : String(e);
+      noteModuleError(listing, e, "loading the module");
       continue;
     }
     listing.library = { manufacturer: module.info.manufacturer, description: module.info.description, version: module.info.libraryVersion, cryptokiVersion: module.info.cryptokiVersion };
@@ -267,7 +287,7 @@ export async function listPkcs11(opts: ListOptions = {}): Promise<ModuleListing[
     try {
       slots = listSlots(module, false);
     } catch (e) {
-      listing.error = toRaError(e, { operation: "C_GetSlotList" }).message;
+      noteModuleError(listing, e, "C_GetSlotList");
       continue;
     }
     for (const slot of slots) {

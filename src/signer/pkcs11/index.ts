@@ -20,7 +20,9 @@ export { badPins } from "./login";
 export type { LoginPolicy } from "./login";
 export { resolveModule, loadModule } from "./module";
 export { listP11KitModules } from "./p11-kit";
-export { Pkcs11CallError } from "./errors";
+export { Pkcs11CallError, PinRefusedError } from "./errors";
+export type { PinTriesState } from "./errors";
+export { STATE_DIR_ENV, stateDir, rejectedPinsPath } from "./rejected-pins";
 
 /**
  * Closes every token's sessions (which logs them out) and finalises every module

@@ -10,7 +10,7 @@ import { RaError, usageError } from "../../errors";
 import { logger } from "../../log/logger";
 import type { Pkcs11Uri } from "../../uri/pkcs11-uri";
 import { hasCkr, toRaError } from "./errors";
-import { catalogEntryForPath, findCatalogEntry, locateCatalogModule, moduleCatalog, candidatePaths } from "./native-config";
+import { catalogEntryForPath, findCatalogEntry, locateCatalogModule, moduleCatalog, candidatePaths, moduleHints, quirksFor, Quirks } from "./native-config";
 import { listP11KitModules } from "./p11-kit";
 
 /** Where the module path came from, for messages and `--debug`. */
@@ -44,7 +44,7 @@ function defaultModulePath(): string {
   const path = entry && locateCatalogModule(entry);
   if (!path) {
     throw new RaError("token", "PKCS11_MODULE_NOT_FOUND", `the default PKCS#11 module (p11-kit-proxy) is not installed here (looked in: ${entry ? candidatePaths(entry).join(", ") : "nowhere"})`, {
-      hint: "install p11-kit (Debian/Ubuntu: apt-get install p11-kit p11-kit-modules; RHEL: dnf install p11-kit), or name the token's module with --pkcs11-lib PATH",
+      hint: entry?.hints?.notInstalled ?? "install p11-kit, or name the token's module with --pkcs11-lib PATH",
     });
   }
   return path;
@@ -164,6 +164,11 @@ export class Pkcs11Module {
   /** Bumped each time the module is finalised and initialised again; sessions of older generations are gone. */
   generation = 0;
   info: ModuleInfo;
+  /**
+   * Quirks that match the module itself (its path, then its C_GetInfo fields), for
+   * failures before any token is known: C_Initialize, C_GetSlotList.
+   */
+  quirks: Quirks;
   private initializedHere = false;
   private closed = false;
 
@@ -173,19 +178,33 @@ export class Pkcs11Module {
     this.name = catalogEntryForPath(path)?.id ?? basename(path);
     this.isProxy = isDefaultProxy(path);
     this.api = new pkcs11js.PKCS11();
+    this.quirks = quirksFor({ modulePath: path });
     try {
       this.api.load(path);
     } catch (e) {
+      const hints = moduleHints(path);
       const hint = existsSync(path)
-        ? "the file exists but is not a loadable PKCS#11 module for this architecture; check --pkcs11-lib"
-        : "install the module or correct the path (--pkcs11-lib, or module-path in the URI); `ra-agent list` shows known modules";
+        ? `the file exists but does not load as a PKCS#11 module (wrong architecture, or a library it needs is missing: check with \`ldd ${path}\`)${hints.cannotLoad ? `; ${hints.cannotLoad}` : ""}`
+        : hints.notInstalled
+          ? `${hints.notInstalled}; or correct the path (--pkcs11-lib, or module-path in the URI)`
+          : "install the module or correct the path (--pkcs11-lib, or module-path in the URI); `ra-agent list` shows known modules";
       throw new RaError("token", "PKCS11_MODULE_LOAD_FAILED", `cannot load PKCS#11 module ${path}: ${(e as Error).message}`, { hint, cause: e });
     }
     this.initialize();
     this.info = this.readInfo();
+    this.quirks = quirksFor({ modulePath: path, libraryManufacturer: this.info.manufacturer, libraryDescription: this.info.description });
   }
 
-  private initialize(): void {
+  /** How a failure of C_Initialize / C_GetSlotList is worded: the module's quirks and modules.json hint. */
+  failureContext(operation: string, quirks: Quirks = this.quirks): { operation: string; token: string; quirks: Quirks; moduleHint?: string } {
+    return { operation, token: `module ${this.path}`, quirks, moduleHint: moduleHints(this.path).cannotLoad };
+  }
+
+  /**
+   * @param quirks the token's quirks when a token context re-initialises the module
+   *   (through p11-kit-proxy only the token reveals that it is a TPM)
+   */
+  private initialize(quirks?: Quirks): void {
     try {
       // CKF_OS_LOCKING_OK: without it SoftHSM drops its mutexes and concurrent C_SignAsync crashes (platform notes).
       this.api.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
@@ -193,7 +212,7 @@ export class Pkcs11Module {
     } catch (e) {
       // Another handle in this process initialised the same library: it is usable as is.
       if (!hasCkr(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-        throw toRaError(e, { operation: "C_Initialize", token: `module ${this.path}` });
+        throw toRaError(e, this.failureContext("C_Initialize", quirks));
       }
       this.initializedHere = false;
     }
@@ -211,16 +230,17 @@ export class Pkcs11Module {
         libraryVersionMinor: i.libraryVersion.minor,
       };
     } catch (e) {
-      throw toRaError(e, { operation: "C_GetInfo", token: `module ${this.path}` });
+      throw toRaError(e, this.failureContext("C_GetInfo"));
     }
   }
 
   /**
    * Finalises and initialises the module again (tpm2-pkcs11 needs this to reconnect
    * to a restarted TPM). Every session of every token on this module is lost.
+   * @param quirks the token's quirks, for the wording of a failure
    * @throws RaError from C_Initialize
    */
-  reinitialize(): void {
+  reinitialize(quirks?: Quirks): void {
     logger.info("re-initialising PKCS#11 module", { module: this.path });
     try {
       this.api.C_Finalize();
@@ -228,7 +248,7 @@ export class Pkcs11Module {
       logger.debug("C_Finalize failed before re-initialising", { module: this.path, error: (e as Error).message });
     }
     this.generation++;
-    this.initialize();
+    this.initialize(quirks);
   }
 
   /** Finalises the module (when this handle initialised it) and unloads it. Idempotent. */

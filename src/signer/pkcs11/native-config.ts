@@ -15,8 +15,18 @@ export interface ModuleCatalogEntry {
   name: string;
   kind: "proxy" | "software-hsm" | "smart-card" | "tpm" | "security-key" | "hsm";
   aliases?: string[];
+  /** Advice when the module cannot be used (see {@link moduleHints}). */
+  hints?: ModuleHints;
   /** Candidate paths per `${process.platform}-${process.arch}`. */
   paths: Record<string, string[]>;
+}
+
+/** Advice from `modules.json` for a module that cannot be used. */
+export interface ModuleHints {
+  /** The module file is missing: how to install it. */
+  notInstalled?: string;
+  /** The file is there but fails to load or initialise (C_Initialize, first C_GetSlotList): what to check. */
+  cannotLoad?: string;
 }
 
 interface ModuleCatalog {
@@ -42,6 +52,13 @@ export interface Quirks {
   pinIncorrectHint?: string;
   /** Extra advice for `CKR_PIN_LOCKED` on this token. */
   pinLockedHint?: string;
+  /** Advice when ra-agent refuses to log in at the token's final PIN try (replaces the generic text). */
+  finalTryHint?: string;
+  /**
+   * Advice for device errors (`CKR_DEVICE_ERROR`, `CKR_GENERAL_ERROR`, `CKR_FUNCTION_FAILED`),
+   * also when C_Initialize or C_GetSlotList fails (matched on the module path there).
+   */
+  deviceErrorHint?: string;
   /** On recovery, finalise and initialise the module again (reconnects tpm2-pkcs11 to a restarted TPM). */
   reinitializeOnRecovery: boolean;
   /** `CKR_*` names that trigger recovery on this token, besides the standard ones. */
@@ -142,6 +159,15 @@ export function catalogEntryForPath(path: string): ModuleCatalogEntry | undefine
 export function locateCatalogModule(entry: ModuleCatalogEntry): string | undefined {
   const paths = candidatePaths(entry);
   return paths.find((p) => existsSync(p)) ?? paths.find((p) => !/[\\/]/.test(p));
+}
+
+/**
+ * The `modules.json` hints for a module, found by catalogue id, alias, or file path
+ * (full path or file name); `{}` when the module is not in the catalogue.
+ */
+export function moduleHints(nameOrPath: string): ModuleHints {
+  const entry = /[\\/]/.test(nameOrPath) ? catalogEntryForPath(nameOrPath) : findCatalogEntry(nameOrPath) ?? catalogEntryForPath(nameOrPath);
+  return entry?.hints ?? {};
 }
 
 function quirks(): QuirkFile {

@@ -7,11 +7,12 @@ import * as pkcs11js from "pkcs11js";
 import { RaError } from "../../errors";
 import { logger } from "../../log/logger";
 import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
-import { ckrOf, hasCkr, Pkcs11CallError, toRaError } from "./errors";
-import { badPins, checkLoginAllowed, login, LoginPolicy } from "./login";
+import { ckrOf, errorLogFields, hasCkr, Pkcs11CallError, pinLockedHint, PinRefusedError, toRaError } from "./errors";
+import { badPins, checkLoginAllowed, login, LoginPolicy, LoginTarget } from "./login";
 import type { Pkcs11Module } from "./module";
 import type { Quirks } from "./native-config";
 import type { PinProvider, PinResult } from "./pin";
+import type { RejectedPinToken } from "./rejected-pins";
 import { describeToken, listTokens, quirksForToken, refreshToken, TokenDescription, tokenIdentity, TokenSlot, tokenUri } from "./token";
 import { constantValue } from "./constants";
 
@@ -95,6 +96,28 @@ export class TokenContext {
     this.uri = tokenUri(slot);
     this.moduleGeneration = slot.module.generation;
     if (this.quirks.ids.length) logger.debug("token quirks", { tokenName: this.name, quirks: this.quirks.ids });
+  }
+
+  /** The token as the cross-process rejected-PIN records name it. */
+  get tokenRef(): RejectedPinToken {
+    return { label: this.slot.token.label, serial: this.slot.token.serial, module: this.module.key };
+  }
+
+  /** Who a C_Login is for: names, identities, quirks, and a fresh read of the PIN flags. */
+  loginTarget(): LoginTarget {
+    return {
+      tokenName: this.name,
+      tokenKey: this.key,
+      tokenRef: this.tokenRef,
+      quirks: this.quirks,
+      freshFlags: () => {
+        try {
+          return refreshToken(this.slot).flags;
+        } catch {
+          return undefined;
+        }
+      },
+    };
   }
 
   /** Sessions open now, idle ones, and the pool's size. */
@@ -247,7 +270,7 @@ export class TokenContext {
       });
     } catch (e) {
       if (!this.isRecoverable(e)) throw e;
-      logger.info("lost the token session; finding the token again", { tokenName: this.name });
+      logger.info("lost the token session; finding the token again", { tokenName: this.name, ...errorLogFields(e) });
       await this.recover(seen);
       return this.withSession(fn);
     }
@@ -276,12 +299,17 @@ export class TokenContext {
     return this.mechanisms ?? undefined;
   }
 
-  /** True when the session is in a user-logged-in state (login is per token, shared by sessions). */
+  /**
+   * True when the session is in a user-logged-in state (login is per token, shared by
+   * sessions). A dead session (token removed or reset) throws its recoverable error,
+   * so that it is noticed before a PIN is asked for, not at C_Login.
+   */
   private sessionLoggedIn(session: Buffer): boolean {
     try {
       const state = this.module.api.C_GetSessionInfo(session).state;
       return state === CKS_RO_USER_FUNCTIONS || state === CKS_RW_USER_FUNCTIONS;
-    } catch {
+    } catch (e) {
+      if (this.isRecoverable(e)) throw e;
       return false;
     }
   }
@@ -313,12 +341,12 @@ export class TokenContext {
     const token = refreshToken(this.slot);
     const remembered = this.goodPin && !badPins.has(this.key, this.goodPin.pin) ? this.goodPin : undefined;
     const pin = remembered ?? (await pins.getPin({ kind: "user", token: this.name, tokenUri: this.uri, finalTry: (token.flags & pkcs11js.CKF_USER_PIN_FINAL_TRY) !== 0 }));
-    const ctx = { tokenName: this.name, tokenKey: this.key, quirks: this.quirks, freshFlags: () => this.currentToken().flags };
+    const ctx = this.loginTarget();
     this.assertCurrent(lease); // the PIN source may have taken a while (a prompt)
     if (!pin) {
       if (token.protectedAuthenticationPath) {
         if (token.flags & pkcs11js.CKF_USER_PIN_LOCKED) {
-          throw new RaError("pin", "PKCS11_PIN_LOCKED", `the user PIN of ${this.name} is locked; not logging in`, { hint: this.quirks.pinLockedHint ?? "unblock the user PIN with the security officer PIN or PUK, using the token vendor's tool" });
+          throw new PinRefusedError("PKCS11_PIN_LOCKED", `the user PIN of ${this.name} is locked; not logging in`, "locked", { hint: pinLockedHint(this.quirks) });
         }
         logger.info("enter the PIN on the token's PIN pad", { tokenName: this.name });
         this.loginAttempts++;
@@ -330,7 +358,7 @@ export class TokenContext {
         hint: "give it with pin-source=file:/path in the URI, RA_AGENT_PIN_FILE=/path (mode 0600), RA_AGENT_PIN, or run on a terminal to be prompted",
       });
     }
-    checkLoginAllowed({ token, tokenName: this.name, tokenKey: this.key, pin, policy, quirks: this.quirks, userType: "user" });
+    checkLoginAllowed({ ...ctx, token, pin, policy, userType: "user" });
     this.loginAttempts++;
     logger.debug("logging in to token", { tokenName: this.name, pinSource: pin.source });
     try {
@@ -393,7 +421,7 @@ export class TokenContext {
         this.dropSessions("recovering from a token error");
         if (this.quirks.reinitializeOnRecovery) {
           try {
-            this.module.reinitialize();
+            this.module.reinitialize(this.quirks);
           } catch (e) {
             this.present = false;
             const err = toRaError(e, { operation: "C_Initialize", token: this.name, quirks: this.quirks });
@@ -414,10 +442,12 @@ export class TokenContext {
   private relocate(): void {
     let found: TokenSlot | undefined;
     try {
-      found = listTokens(this.module).find((s) => tokenIdentity(s) === this.key);
+      found = listTokens(this.module, this.quirks).find((s) => tokenIdentity(s) === this.key);
     } catch (e) {
       this.present = false;
-      throw toRaError(e, { operation: "C_GetSlotList", token: this.name, quirks: this.quirks });
+      const err = toRaError(e, { operation: "C_GetSlotList", token: this.name, quirks: this.quirks });
+      this.noteError(err);
+      throw err;
     }
     if (!found) {
       this.present = false;

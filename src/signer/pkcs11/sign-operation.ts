@@ -59,9 +59,10 @@ export async function signOnToken(ctx: TokenContext, lease: SessionLease, key: K
     if (key.alwaysAuthenticate) {
       const pin = await contextSpecificPin(ctx, key, auth);
       ctx.assertCurrent(lease);
-      checkLoginAllowed({ token: ctx.currentToken(), tokenName: ctx.name, tokenKey: ctx.key, pin, policy: auth.policy, quirks: ctx.quirks, userType: "context-specific" });
+      const target = ctx.loginTarget();
+      checkLoginAllowed({ ...target, token: ctx.currentToken(), pin, policy: auth.policy, userType: "context-specific" });
       logger.debug("context-specific login for an always-authenticate key", { key: key.uri, pinSource: pin.source });
-      login(api, lease.handle, "context-specific", pin.pin, { tokenName: ctx.name, tokenKey: ctx.key, quirks: ctx.quirks, freshFlags: () => ctx.currentToken().flags });
+      login(api, lease.handle, "context-specific", pin.pin, target);
     }
     raw = await api.C_SignAsync(lease.handle, plan.input, Buffer.alloc(SIGNATURE_BUFFER));
   } catch (e) {

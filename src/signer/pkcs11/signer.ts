@@ -11,8 +11,8 @@ import { logger } from "../../log/logger";
 import { isPkcs11Uri, parsePkcs11Uri, Pkcs11Uri } from "../../uri/pkcs11-uri";
 import { CertificateInfo, parseCertificate } from "../../x509/certificate";
 import { algorithmFor, DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } from "../signer";
-import { ckrName, PinState } from "./constants";
-import { ckrOf, hasCkr, toRaError } from "./errors";
+import type { PinState } from "./constants";
+import { errorLogFields, hasCkr, toRaError } from "./errors";
 import type { LoginPolicy } from "./login";
 import { planSignature } from "./mechanisms";
 import { loadModule, resolveModule } from "./module";
@@ -181,7 +181,7 @@ export class Pkcs11Signer implements Signer {
       signature = await attempt();
     } catch (e) {
       if (!this.ctx.isRecoverable(e)) throw this.fail(e, "C_Sign");
-      logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, error: ckrName(ckrOf(e)!) });
+      logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, ...errorLogFields(e) });
       if (hasCkr(e, pkcs11js.CKR_USER_NOT_LOGGED_IN)) this.forceLogin = true;
       try {
         await this.ctx.recover(seenGeneration);

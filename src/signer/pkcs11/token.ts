@@ -70,14 +70,16 @@ export function describeTokenInfo(info: pkcs11js.TokenInfo): TokenDescription {
 /**
  * Every slot of the module (or only those with a token present). A slot whose
  * info cannot be read is skipped with a debug message, as the reference helper does.
+ * @param quirks for the wording of a failure: a token's quirks when looking for it again
+ *   (through p11-kit-proxy only the token reveals it is a TPM); default the module's
  * @throws RaError when C_GetSlotList itself fails
  */
-export function listSlots(module: Pkcs11Module, tokenPresent = true): SlotEntry[] {
+export function listSlots(module: Pkcs11Module, tokenPresent = true, quirks?: Quirks): SlotEntry[] {
   let handles: Buffer[];
   try {
     handles = module.api.C_GetSlotList(tokenPresent);
   } catch (e) {
-    throw toRaError(e, { operation: "C_GetSlotList", token: `module ${module.path}` });
+    throw toRaError(e, module.failureContext("C_GetSlotList", quirks));
   }
   const slots: SlotEntry[] = [];
   for (const handle of handles) {
@@ -101,8 +103,8 @@ export function listSlots(module: Pkcs11Module, tokenPresent = true): SlotEntry[
 }
 
 /** Slots with an initialised token. */
-export function listTokens(module: Pkcs11Module): TokenSlot[] {
-  return listSlots(module, true).filter((s): s is TokenSlot => s.token !== undefined && s.token.initialized);
+export function listTokens(module: Pkcs11Module, quirks?: Quirks): TokenSlot[] {
+  return listSlots(module, true, quirks).filter((s): s is TokenSlot => s.token !== undefined && s.token.initialized);
 }
 
 /**
