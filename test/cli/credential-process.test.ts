@@ -12,7 +12,7 @@ import { provisionSoftHsm, type ProvisionResult, type ProvisionedKey } from "../
 import { startEmulator, buildEmulatorConfig, type RunningEmulator } from "../../src/emulator";
 import { fixedTestString } from "../../src/sigv4x509/sign-string";
 import { createCa, generateKeyPair, issueCertificate, privateKeyToPem } from "../../scripts/lib/pki";
-import { requireTool, runCommand, runRaAgent, RA_AGENT_BIN } from "../support/cli";
+import { requireTool, runCommand, runRaAgent, testStateDir, RA_AGENT_BIN } from "../support/cli";
 
 const SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so";
 const skip = requireTool(SOFTHSM, "SoftHSM");
@@ -84,7 +84,7 @@ describe("drop-in commands on SoftHSM", { skip }, () => {
     const cmd = [process.execPath, RA_AGENT_BIN, "credential-process", "--pkcs11-lib", SOFTHSM, "--certificate", `'${key("ec-p256").certificateUri}'`, ...arnFlags()].join(" ");
     writeFileSync(cfg, `[profile hw]\ncredential_process = ${cmd}\nregion = us-east-1\n`);
     const r = await runCommand("aws", ["sts", "get-caller-identity", "--profile", "hw", "--endpoint-url", emu.stsEndpoint, "--output", "json"], {
-      ...process.env, ...env, AWS_CONFIG_FILE: cfg, AWS_SHARED_CREDENTIALS_FILE: join(dir, "none"),
+      ...process.env, ...env, RA_AGENT_STATE_DIR: testStateDir(), AWS_CONFIG_FILE: cfg, AWS_SHARED_CREDENTIALS_FILE: join(dir, "none"),
     });
     assert.equal(r.code, 0, r.stderr);
     const id = JSON.parse(r.stdout) as { Arn: string; Account: string };

@@ -3,10 +3,21 @@
  * process, asynchronously (an in-process emulator must keep serving meanwhile).
  */
 import { execFile } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const REPO_ROOT = join(__dirname, "..", "..", "..");
 export const RA_AGENT_BIN = join(REPO_ROOT, "bin", "ra-agent");
+
+/**
+ * ra-agent remembers PINs a token rejected in its state directory; tests keep
+ * theirs apart from the user's and from other test processes.
+ */
+let stateDir: string | undefined;
+export function testStateDir(): string {
+  return (stateDir ??= mkdtempSync(join(tmpdir(), "ra-state-")));
+}
 
 /** Result of one CLI run. */
 export interface CliResult {
@@ -22,7 +33,7 @@ export function runRaAgent(args: string[], env: Record<string, string | undefine
     const child = execFile(
       process.execPath,
       [RA_AGENT_BIN, ...args],
-      { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, encoding: "buffer", maxBuffer: 16 << 20 },
+      { env: { PATH: process.env.PATH, HOME: process.env.HOME, RA_AGENT_STATE_DIR: testStateDir(), ...env }, encoding: "buffer", maxBuffer: 16 << 20 },
       (error, stdout, stderr) => {
         const code = error ? (typeof (error as NodeJS.ErrnoException).code === "number" ? ((error as unknown as { code: number }).code) : 1) : 0;
         resolve({ code, stdout: stdout.toString("utf8"), stderr: stderr.toString("utf8"), stdoutBytes: stdout });

@@ -37,8 +37,6 @@ export function registerList(program: Command): void {
     .action(async (uri: string | undefined, flags: ListFlags) => {
       const level = logLevelFrom(flags);
       if (level) (await import("../../log/logger")).configureLogger({ level });
-      // tpm2-tss prints every TCTI it fails to open; the listing reports the failure itself.
-      if (!flags.debug && process.env.TSS2_LOG === undefined) process.env.TSS2_LOG = "all+NONE";
       const { listInventory } = await import("../list-inventory");
       const { formatInventory, inventoryToJson } = await import("../format-inventory");
       const { closeAllPkcs11 } = await import("../../signer/pkcs11/index");

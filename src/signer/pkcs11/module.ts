@@ -179,6 +179,7 @@ export class Pkcs11Module {
     this.isProxy = isDefaultProxy(path);
     this.api = new pkcs11js.PKCS11();
     this.quirks = quirksFor({ modulePath: path });
+    quietTpmLogging();
     try {
       this.api.load(path);
     } catch (e) {
@@ -299,4 +300,17 @@ export function loadModule(path: string): Pkcs11Module {
 /** Modules loaded so far in this process. */
 export function loadedModules(): Pkcs11Module[] {
   return [...modules.values()];
+}
+
+/**
+ * tpm2-tss and tpm2-pkcs11 print `ERROR:` lines on stderr for every TPM they
+ * cannot reach, which p11-kit-proxy loads on any machine with tpm2-pkcs11
+ * installed. They read these variables when they initialise, so set them (unless
+ * the user did, or `--debug` is on) before any module is loaded. ra-agent reports
+ * TPM failures itself, with hints.
+ */
+function quietTpmLogging(): void {
+  if (logger.isDebugEnabled()) return;
+  process.env.TSS2_LOG ??= "all+NONE";
+  process.env.TPM2_PKCS11_LOG_LEVEL ??= "0";
 }
