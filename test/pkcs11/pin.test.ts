@@ -76,6 +76,12 @@ describe("PIN sources", () => {
     assert.equal((await uriPinProvider({ pinSource: "|echo 1357" }).getPin(user))?.pin, "1357");
     await rejectsWith(uriPinProvider({ pinSource: "relative/pin" }).getPin(user), "PIN_SOURCE_UNSUPPORTED");
     await rejectsWith(uriPinProvider({ pinSource: "https://example.com/pin" }).getPin(user), "PIN_SOURCE_UNSUPPORTED");
+    // A PIN written as pin-source by mistake is not echoed back.
+    await assert.rejects(uriPinProvider({ pinSource: "314159" }).getPin(user), (e: unknown) => {
+      assert.ok(e instanceof RaError && e.code === "PIN_SOURCE_UNSUPPORTED");
+      assert.doesNotMatch(`${e.message} ${e.hint ?? ""}`, /314159/);
+      return true;
+    });
   });
 
   test("order: URI pin-source, RA_AGENT_PIN_FILE, RA_AGENT_PIN, URI pin-value; none for context-specific PINs", async () => {

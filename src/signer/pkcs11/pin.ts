@@ -201,7 +201,8 @@ export function uriPinProvider(uri: Pkcs11Uri, use: { pinSource?: boolean; pinVa
           path = src.replace(/^file:(\/\/(localhost)?(?=\/))?/i, "");
         }
         if (!path.startsWith("/") && !/^[A-Za-z]:[\\/]/.test(path)) {
-          throw pinError("PIN_SOURCE_UNSUPPORTED", `pin-source "${src}" is neither file:/absolute/path nor |command`, "use pin-source=file:/path/to/pin-file or pin-source=|/path/to/command");
+          // The value is not repeated: a user who mistook pin-source for pin-value would see the PIN.
+          throw pinError("PIN_SOURCE_UNSUPPORTED", "the URI's pin-source is neither file:/absolute/path nor |command", "use pin-source=file:/path/to/pin-file or pin-source=|/path/to/command (the PIN itself never goes in the URI)");
         }
         return { pin: await readPinFile(path, "URI pin-source"), source: `URI pin-source file ${path}`, interactive: false };
       }
