@@ -10,6 +10,7 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as pkcs11js from "pkcs11js";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
+import { rejectsWith } from "../support/assert-ra-error";
 import type * as P11 from "../../src/signer/pkcs11/index";
 import type * as Session from "../../src/signer/pkcs11/session";
 import { RaError } from "../../src/errors";
@@ -21,14 +22,6 @@ let hsm: TestHsm;
 let p11: typeof P11;
 let session: typeof Session;
 
-async function rejectsWith(p: Promise<unknown>, code: string, check?: (e: RaError) => void): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof RaError, `an RaError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    check?.(e);
-    return true;
-  });
-}
 
 describe("login rules on SoftHSM", needsSoftHsm(), () => {
   const token = () => hsm.tokens[0];

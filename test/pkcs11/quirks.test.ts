@@ -9,8 +9,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createPublicKey, verify, X509Certificate } from "node:crypto";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
+import { rejectsWith } from "../support/assert-ra-error";
 import type * as P11 from "../../src/signer/pkcs11/index";
-import { RaError } from "../../src/errors";
 
 let hsm: TestHsm;
 let p11: typeof P11;
@@ -19,14 +19,6 @@ const pemDer = (pem: string): Buffer => Buffer.from(new X509Certificate(pem).raw
 const verifies = (pem: string, m: Buffer, s: Buffer): boolean => verify("sha256", m, { key: createPublicKey(pem), dsaEncoding: "der" }, s);
 const noPins: P11.PinProvider = { getPin: async () => undefined };
 
-async function rejectsWith(p: Promise<unknown>, code: string, check?: (e: RaError) => void): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof RaError, `an RaError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    check?.(e);
-    return true;
-  });
-}
 
 describe("token quirks on SoftHSM", needsSoftHsm(), () => {
   const quirks = () => hsm.tokens[0];

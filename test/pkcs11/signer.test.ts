@@ -10,8 +10,8 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createPublicKey, verify, X509Certificate } from "node:crypto";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
+import { rejectsWith } from "../support/assert-ra-error";
 import type * as P11 from "../../src/signer/pkcs11/index";
-import { RaError } from "../../src/errors";
 import { parseCertificate } from "../../src/x509/certificate";
 
 let hsm: TestHsm;
@@ -25,14 +25,6 @@ function verifies(pem: string, message: Buffer, signature: Buffer, hash = "sha25
   return verify(hash, message, { key: createPublicKey(pem), dsaEncoding: "der" }, signature);
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string, check?: (e: RaError) => void): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof RaError, `an RaError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    check?.(e);
-    return true;
-  });
-}
 
 describe("PKCS#11 signer on SoftHSM", needsSoftHsm(), () => {
   let pins: P11.PinProvider;

@@ -170,17 +170,22 @@ export function readPrivateKeys(api: pkcs11js.PKCS11, session: Buffer, query: Om
       alwaysAuthenticate: bool(a.get(pkcs11js.CKA_ALWAYS_AUTHENTICATE)) ?? false,
       canSign: bool(a.get(pkcs11js.CKA_SIGN)),
       ecParams: a.get(pkcs11js.CKA_EC_PARAMS),
-      publicKey: publicKeyFromAttributes({
-        keyType,
-        publicKeyInfo: a.get(CKA_PUBLIC_KEY_INFO),
-        modulus: a.get(pkcs11js.CKA_MODULUS),
-        publicExponent: a.get(pkcs11js.CKA_PUBLIC_EXPONENT),
-        ecParams: a.get(pkcs11js.CKA_EC_PARAMS),
-        ecPoint: a.get(pkcs11js.CKA_EC_POINT),
-      }),
+      publicKey: publicKeyOf(keyType, a),
     });
   }
   return out;
+}
+
+/** The public key an object's attributes describe, whichever of them the token gives. */
+function publicKeyOf(keyType: Parameters<typeof publicKeyFromAttributes>[0]["keyType"], a: Map<number, Buffer | undefined>) {
+  return publicKeyFromAttributes({
+    keyType,
+    publicKeyInfo: a.get(CKA_PUBLIC_KEY_INFO),
+    modulus: a.get(pkcs11js.CKA_MODULUS),
+    publicExponent: a.get(pkcs11js.CKA_PUBLIC_EXPONENT),
+    ecParams: a.get(pkcs11js.CKA_EC_PARAMS),
+    ecPoint: a.get(pkcs11js.CKA_EC_POINT),
+  });
 }
 
 /** Public keys matching the query. */
@@ -198,14 +203,7 @@ export function readPublicKeys(api: pkcs11js.PKCS11, session: Buffer, query: Omi
       id: a.get(pkcs11js.CKA_ID) ?? Buffer.alloc(0),
       label: text(a.get(pkcs11js.CKA_LABEL)),
       private: bool(a.get(pkcs11js.CKA_PRIVATE)) ?? false,
-      publicKey: publicKeyFromAttributes({
-        keyType,
-        publicKeyInfo: a.get(CKA_PUBLIC_KEY_INFO),
-        modulus: a.get(pkcs11js.CKA_MODULUS),
-        publicExponent: a.get(pkcs11js.CKA_PUBLIC_EXPONENT),
-        ecParams: a.get(pkcs11js.CKA_EC_PARAMS),
-        ecPoint: a.get(pkcs11js.CKA_EC_POINT),
-      }),
+      publicKey: publicKeyOf(keyType, a),
     });
   }
   return out;
