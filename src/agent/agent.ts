@@ -50,6 +50,8 @@ export interface AgentStatus {
   socket: string;
   lastReload?: { at: string; ok: boolean; error?: { kind: string; code: string; message: string } };
   serve?: { profile: string; imdsEndpoint?: string; ecsFullUri?: string; ecsTokenFile?: string };
+  /** Memory of the agent process, in MiB. */
+  memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
   profiles: ProfileStatus[];
 }
 
@@ -61,6 +63,12 @@ export interface ReloadResult {
   changed: string[];
   removed: string[];
   kept: string[];
+}
+
+function memoryMiB(): AgentStatus["memory"] {
+  const m = process.memoryUsage();
+  const mib = (n: number) => Math.round((n / 1048576) * 10) / 10;
+  return { rss: mib(m.rss), heapUsed: mib(m.heapUsed), heapTotal: mib(m.heapTotal), external: mib(m.external) };
 }
 
 function sameProfile(a: ProfileConfig, b: ProfileConfig): boolean {
@@ -141,6 +149,7 @@ export class Agent {
       uptimeSeconds: Math.floor((now - this.startedAt) / 1000),
       config: this.config.source,
       socket: this.socketPath,
+      memory: memoryMiB(),
       profiles: [...this.profiles.values()].map((p) => p.status()),
     };
     if (this.lastReload) {
@@ -270,6 +279,7 @@ export class Agent {
     hardenServer(server, this.limits, (code) => this.log.debug("agent socket: malformed request closed", { code }));
     this.server = server;
     this.socket = await listenOnSocket(server, this.socketPath);
+    server.on("error", (e) => this.log.error(`agent socket error: ${(e as Error).message}`));
     this.log.info(`agent listening on ${this.socketPath}`, { profiles: this.profileNames() });
     await this.startMetadata();
   }

@@ -7,10 +7,11 @@
  *   renamed over the old one, so a reader (or a crash) sees the old or the new
  *   file, never a partial one; mode 0600;
  * - writers from ra-agent serialise on an advisory lock file (`<file>.lock`,
- *   created with O_EXCL; a lock whose process is gone, or older than 30 s, is stale).
+ *   created exclusively with its owner already in it, by hard link; a lock whose
+ *   process is gone, or older than 30 s, is stale).
  */
 import { randomBytes } from "node:crypto";
-import { chownSync, closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from "node:fs";
+import { chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { RaError } from "../errors";
@@ -131,15 +132,25 @@ export async function withFileLock<T>(lockPath: string, fn: () => T | Promise<T>
   const staleMs = options.staleMs ?? 30_000;
   const me = `${process.pid}\n${hostname()}\n${randomBytes(8).toString("hex")}\n`;
   const deadline = Date.now() + timeoutMs;
+  // The lock appears with its content in one step (written to a private file,
+  // then hard-linked to the lock name, which fails if the lock exists): a writer
+  // killed at any moment never leaves an empty lock that nobody could judge.
+  const staging = `${lockPath}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  removeDeadLockStaging(dirname(lockPath), basename(lockPath));
   for (;;) {
     try {
-      const fd = openSync(lockPath, "wx", 0o600);
+      const fd = openSync(staging, "wx", 0o600);
       try {
         writeSync(fd, me);
       } finally {
         closeSync(fd);
       }
-      break;
+      try {
+        linkSync(staging, lockPath);
+        break;
+      } finally {
+        unlinkSync(staging);
+      }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") {
         throw new RaError("usage", "CREDENTIALS_FILE_LOCK", `cannot create the lock file ${lockPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { hint: "check that the directory is writable", cause: e });
@@ -189,6 +200,26 @@ function removeDeadTempFiles(dir: string, base: string): void {
         unlinkSync(join(dir, n));
       } catch {
         // someone else removed it
+      }
+    }
+  }
+}
+
+/** Removes `<name>.<pid>.<hex>` lock staging files of writers that died between creating and linking them. */
+function removeDeadLockStaging(dir: string, lockName: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = n.startsWith(lockName + ".") ? /^(\d+)\.[0-9a-f]{8}$/.exec(n.slice(lockName.length + 1)) : null;
+    if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) {
+      try {
+        unlinkSync(join(dir, n));
+      } catch {
+        // gone already
       }
     }
   }

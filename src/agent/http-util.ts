@@ -20,6 +20,13 @@ export interface HttpLimits {
   keepAliveTimeoutMs: number;
   /** Simultaneous connections; more are refused. */
   maxConnections: number;
+  /**
+   * A connection with no traffic for this long is closed. Longer than the
+   * cache's refresh timeout, so that a client waiting for a slow first refresh
+   * (a TPM, a slow endpoint) is not cut off; slow senders are bounded by the
+   * header and request timeouts, idle keep-alive connections by the keep-alive timeout.
+   */
+  socketIdleTimeoutMs: number;
 }
 
 /** The limits the agent uses (documented in docs/agent.md). */
@@ -30,6 +37,7 @@ export const DEFAULT_LIMITS: HttpLimits = {
   requestTimeoutMs: 10_000,
   keepAliveTimeoutMs: 5_000,
   maxConnections: 4096,
+  socketIdleTimeoutMs: 130_000,
 };
 
 /** `http.createServer` options implementing the header limits and timeouts. */
@@ -58,7 +66,7 @@ export function serverOptions(limits: HttpLimits): {
  */
 export function hardenServer(server: Server, limits: HttpLimits, onClientError?: (code: string) => void): void {
   server.maxConnections = limits.maxConnections;
-  server.setTimeout(limits.requestTimeoutMs + limits.keepAliveTimeoutMs);
+  server.setTimeout(limits.socketIdleTimeoutMs);
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
     const code = err.code ?? "UNKNOWN";
     onClientError?.(code);
@@ -77,6 +85,16 @@ const JSON_HEADERS = { "Content-Type": "application/json", "Cache-Control": "no-
 export function sendJson(res: ServerResponse, status: number, body: unknown, extraHeaders?: Record<string, string>): void {
   const payload = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
   res.writeHead(status, { ...JSON_HEADERS, "Content-Length": payload.length, ...extraHeaders });
+  res.end(payload);
+}
+
+/**
+ * The hot path: a prepared JSON body with fixed headers, written as a flat
+ * header array (no header object to build or walk) and without a Date header.
+ */
+export function sendPreparedJson(res: ServerResponse, payload: Buffer): void {
+  res.sendDate = false;
+  res.writeHead(200, ["Content-Type", "application/json", "Cache-Control", "no-store", "Content-Length", String(payload.length)]);
   res.end(payload);
 }
 

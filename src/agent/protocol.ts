@@ -16,7 +16,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "winston";
 import { RaError } from "../errors";
-import { errorBody, readBody, sendErrorAndClose, sendJson, statusForError, type HttpLimits } from "./http-util";
+import { errorBody, readBody, sendErrorAndClose, sendJson, sendPreparedJson, statusForError, type HttpLimits } from "./http-util";
 import type { ProfileRuntime } from "./profile-runtime";
 
 /** Protocol version prefix. */
@@ -53,6 +53,7 @@ function methodNotAllowed(res: ServerResponse, allow: string): void {
 function profileSegment(path: string, prefix: string): string | undefined {
   const raw = path.slice(prefix.length);
   if (raw.length === 0 || raw.length > 200 || raw.includes("/")) return undefined;
+  if (!raw.includes("%")) return raw;
   try {
     return decodeURIComponent(raw);
   } catch {
@@ -98,9 +99,9 @@ export function createProtocolHandler(host: ProtocolHost): (req: IncomingMessage
       const rt = name === undefined ? undefined : host.profile(name);
       if (!rt) return fail(res, name === undefined ? notFound(path) : unknownProfile(name, host.profileNames()));
       const body = rt.peekCredentialsBody();
-      if (body) return sendJson(res, 200, body);
+      if (body) return sendPreparedJson(res, body);
       rt.credentialsBody().then(
-        (b) => sendJson(res, 200, b),
+        (b) => sendPreparedJson(res, b),
         (e) => fail(res, e),
       );
       return;

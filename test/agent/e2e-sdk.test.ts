@@ -12,8 +12,9 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fromContainerMetadata, fromHttp, fromInstanceMetadata, fromNodeProviderChain } from "@aws-sdk/credential-providers";
 import { GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
-import type { AwsCredentialIdentityProvider } from "@aws-sdk/types";
 import { tempDir } from "./helpers";
+
+type AwsCredentialIdentityProvider = ReturnType<typeof fromInstanceMetadata>;
 import { CLI, cleanAwsEnv, fileLeaf, startWorld, type World } from "./world";
 
 async function startServe(world: World, leaf: { certificate: string; privateKey: string }, extra: string[]) {
