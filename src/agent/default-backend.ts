@@ -83,25 +83,16 @@ export function createDefaultBackend(): ProfileBackend {
 
   return {
     async openSigner(p: ProfileConfig): Promise<Signer> {
-      if (!isPkcs11(p.certificate) && !isPkcs11(p.privateKey)) {
-        const { openSigner } = await import("../signer/open-signer");
-        return openSigner({ certificate: p.certificate, privateKey: p.privateKey, intermediates: p.intermediates, pkcs8Password: await pkcs8Password(p) });
-      }
-      const [api, uriApi, { readIntermediates, readUserFile }, { readCertificates }] = await Promise.all([
-        loadP11(),
-        import("../uri/pkcs11-uri"),
-        import("../signer/open-signer"),
-        import("../x509/pem"),
-      ]);
-      const certificateDer = p.certificate && !isPkcs11(p.certificate) ? readCertificates(await readUserFile(p.certificate, "certificate"), `certificate file ${p.certificate}`)[0] : undefined;
-      return api.openPkcs11Signer({
-        certificateUri: isPkcs11(p.certificate) ? p.certificate : undefined,
-        certificateDer,
-        keyUri: p.privateKey,
-        modulePath: p.pkcs11Lib,
-        intermediates: await readIntermediates(p.intermediates),
+      const { openSigner } = await import("../signer/open-signer");
+      const onToken = isPkcs11(p.certificate) || isPkcs11(p.privateKey);
+      return openSigner({
+        certificate: p.certificate,
+        privateKey: p.privateKey,
+        intermediates: p.intermediates,
+        pkcs11Lib: p.pkcs11Lib,
+        pkcs8Password: onToken ? undefined : await pkcs8Password(p),
         reusePin: p.reusePin,
-        pin: pinProviderFor(api, uriApi, p),
+        pin: onToken ? pinProviderFor(await loadP11(), await import("../uri/pkcs11-uri"), p) : undefined,
       });
     },
 

@@ -12,6 +12,7 @@ import { readUserFile } from "../util/read-user-file";
 
 export { readUserFile };
 import type { Signer } from "./signer";
+import type { PinProvider } from "./pkcs11/pin";
 
 /** Where the certificate and key come from, as the user wrote them. */
 export interface SignerSourceOptions {
@@ -37,6 +38,8 @@ export interface SignerSourceOptions {
    * touched, so that no PIN is spent on a request the service would refuse.
    */
   validAt?: Date;
+  /** Where token PINs come from; default: the URI's pin-source, RA_AGENT_PIN_FILE, RA_AGENT_PIN, pin-value, a prompt. */
+  pin?: PinProvider;
 }
 
 /** True for a `pkcs11:` URI (scheme is case-insensitive, RFC 3986). */
@@ -89,6 +92,7 @@ export async function openSigner(opts: SignerSourceOptions): Promise<Signer> {
       intermediates,
       reusePin: opts.reusePin,
       allowFinalTryLogin: opts.allowFinalTryLogin,
+      pin: opts.pin,
     });
   }
   const { openFileSigner } = await import("./file/index");

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { usageError } from "../../errors";
+import { RaError, usageError } from "../../errors";
 import { addKeySourceOptions, addSessionOptions, logLevelFrom, rejectUnsupportedFlags, resolvePkcs8Password, type CredentialFlags } from "../credential-options";
 
 interface CredentialProcessFlags extends CredentialFlags {
@@ -33,10 +33,11 @@ export function registerCredentialProcess(program: Command): void {
       }
       if (!hasKeySource) {
         const { defaultSocketPath } = await import("../../agent/client");
-        throw usageError(
+        throw new RaError(
+          "agent",
           "AGENT_NOT_RUNNING",
           `no ra-agent agent is listening on ${flags.socket ?? defaultSocketPath()} for profile "${flags.profile}"`,
-          "start it (`ra-agent agent --config FILE`, or `systemctl --user start ra-agent`), or also pass --certificate/--trust-anchor-arn/... to sign directly when it is down",
+          { hint: "start it (`ra-agent agent --config FILE`, or `systemctl --user start ra-agent`), or also pass --certificate/--trust-anchor-arn/... to sign directly when it is down" },
         );
       }
     }
