@@ -50,9 +50,9 @@ export class RaError extends Error {
     return EXIT_CODES[this.kind];
   }
 
-  /** Message plus hint, as shown to a user. */
+  /** Message, hint and code, as shown to a user (the code is stable, for scripts and searches). */
   describe(): string {
-    return this.hint ? `${this.message}\n  hint: ${this.hint}` : this.message;
+    return `${this.message}${this.hint ? `\n  hint: ${this.hint}` : ""}\n  code: ${this.code}`;
   }
 }
 
