@@ -140,7 +140,7 @@ export class Agent {
   }
 
   /** Status without secrets. */
-  status(): AgentStatus {
+  async status(): Promise<AgentStatus> {
     const now = this.clock.now();
     const status: AgentStatus = {
       protocol: "v1",
@@ -150,7 +150,7 @@ export class Agent {
       config: this.config.source,
       socket: this.socketPath,
       memory: memoryMiB(),
-      profiles: [...this.profiles.values()].map((p) => p.status()),
+      profiles: await Promise.all([...this.profiles.values()].map((p) => p.status())),
     };
     if (this.lastReload) {
       status.lastReload = { at: new Date(this.lastReload.at).toISOString(), ok: this.lastReload.ok };

@@ -58,8 +58,8 @@ export interface ProfileBackend {
    * Must not log in.
    */
   listKeys?(profile: ProfileConfig, signer: Signer | undefined): Promise<KeyListing[] | undefined>;
-  /** Token state behind `signer`, when known. Must not block or log in. */
-  tokenStatus?(signer: Signer): TokenStatus | undefined;
+  /** Token state behind `signer`, when known, with a fresh look at the token. Must not block the event loop or log in. */
+  tokenStatus?(signer: Signer): Promise<TokenStatus | undefined>;
   /** Releases shared resources (connection pools) at shutdown. */
   close?(): Promise<void>;
 }

@@ -2,7 +2,9 @@
  * The agent's real per-profile operations: signers from `pkcs11:` URIs (with the
  * profile's PIN source) or files, CreateSession through one pooled client per
  * transport setting, key listing through the PKCS#11 enumeration API.
- * Heavy modules (pkcs11js, undici) are loaded on first use.
+ * Heavy modules are loaded on first use, and every PKCS#11 call runs on one
+ * worker thread ({@link ../signer/pkcs11/thread/pkcs11-thread!Pkcs11Thread}): the
+ * main thread never loads pkcs11js, so a slow token cannot stall the event loop.
  */
 import { readFile } from "node:fs/promises";
 import { RaError, usageError } from "../errors";
@@ -11,7 +13,8 @@ import type { Signer } from "../signer/signer";
 import type { KeyListing, ProfileBackend, TokenStatus } from "./backend";
 import type { ProfileConfig } from "./config";
 
-type Pkcs11Api = typeof import("../signer/pkcs11/index");
+type Pkcs11Api = typeof import("../signer/pkcs11/pin");
+type Pkcs11Thread = import("../signer/pkcs11/thread/pkcs11-thread").Pkcs11Thread;
 type RolesAnywhereApi = typeof import("../rolesanywhere/index");
 
 function isPkcs11(v: string | undefined): v is string {
@@ -38,8 +41,8 @@ async function pkcs8Password(p: ProfileConfig): Promise<string | undefined> {
  * pin-value; then RA_AGENT_PIN_FILE / RA_AGENT_PIN; a terminal prompt only for
  * `serve`/`update` run interactively, never in the agent.
  */
-function pinProviderFor(p11: Pkcs11Api, uriApi: typeof import("../uri/pkcs11-uri"), p: ProfileConfig): import("../signer/pkcs11/index").PinProvider {
-  const providers: import("../signer/pkcs11/index").PinProvider[] = [];
+function pinProviderFor(p11: Pkcs11Api, uriApi: typeof import("../uri/pkcs11-uri"), p: ProfileConfig): import("../signer/pkcs11/pin").PinProvider {
+  const providers: import("../signer/pkcs11/pin").PinProvider[] = [];
   if (p.pinFile) {
     const file = p.pinFile;
     providers.push({ getPin: async (req) => (req.kind === "user" ? { pin: await p11.readPinFile(file, `profile "${p.name}" pinFile`), source: `pinFile ${file}`, interactive: false } : undefined) });
@@ -66,7 +69,9 @@ function pinProviderFor(p11: Pkcs11Api, uriApi: typeof import("../uri/pkcs11-uri
 /** Creates the real backend. */
 export function createDefaultBackend(): ProfileBackend {
   let p11: Pkcs11Api | undefined;
-  const loadP11 = async (): Promise<Pkcs11Api> => (p11 ??= await import("../signer/pkcs11/index"));
+  const loadP11 = async (): Promise<Pkcs11Api> => (p11 ??= await import("../signer/pkcs11/pin"));
+  let thread: Pkcs11Thread | undefined;
+  const pkcs11Thread = async (): Promise<Pkcs11Thread> => (thread ??= new (await import("../signer/pkcs11/thread/pkcs11-thread")).Pkcs11Thread());
   let ra: RolesAnywhereApi | undefined;
   const clients = new Map<string, import("../rolesanywhere/index").CreateSessionClient>();
 
@@ -93,6 +98,7 @@ export function createDefaultBackend(): ProfileBackend {
         pkcs8Password: onToken ? undefined : await pkcs8Password(p),
         reusePin: p.reusePin,
         pin: onToken ? pinProviderFor(await loadP11(), await import("../uri/pkcs11-uri"), p) : undefined,
+        pkcs11Thread: onToken ? await pkcs11Thread() : undefined,
       });
     },
 
@@ -114,10 +120,9 @@ export function createDefaultBackend(): ProfileBackend {
     async listKeys(p: ProfileConfig, signer: Signer | undefined): Promise<KeyListing[] | undefined> {
       const uri = isPkcs11(p.certificate) ? p.certificate : isPkcs11(p.privateKey) ? p.privateKey : undefined;
       if (!uri) return undefined;
-      const api = await loadP11();
       // No login here: listing must never spend a PIN try. Private keys show
       // once the profile's signer has logged in (login state is per token).
-      const modules = await api.listPkcs11({ modulePaths: p.pkcs11Lib ? [p.pkcs11Lib] : undefined, uri, login: false });
+      const modules = await (await pkcs11Thread()).list({ modulePaths: p.pkcs11Lib ? [p.pkcs11Lib] : undefined, uri });
       const out: KeyListing[] = [];
       for (const m of modules) {
         for (const slot of m.slots ?? []) {
@@ -136,8 +141,9 @@ export function createDefaultBackend(): ProfileBackend {
       return out;
     },
 
-    tokenStatus(signer: Signer): TokenStatus | undefined {
-      const s = (signer as { status?: () => import("../signer/pkcs11/index").Pkcs11SignerStatus }).status?.();
+    async tokenStatus(signer: Signer): Promise<TokenStatus | undefined> {
+      // A look at the token (C_GetTokenInfo on the PKCS#11 thread): a pulled card shows as absent at once.
+      const s = await (signer as { probe?: () => Promise<import("../signer/pkcs11/signer").Pkcs11SignerStatus> }).probe?.();
       if (!s) return undefined;
       return {
         present: s.present,
@@ -161,7 +167,8 @@ export function createDefaultBackend(): ProfileBackend {
     async close(): Promise<void> {
       await Promise.all([...clients.values()].map((c) => c.close().catch(() => undefined)));
       clients.clear();
-      if (p11) await p11.closeAllPkcs11();
+      await thread?.close();
+      thread = undefined;
     },
   };
 }

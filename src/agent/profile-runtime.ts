@@ -141,8 +141,8 @@ export class ProfileRuntime {
     ];
   }
 
-  /** Status without secrets. */
-  status(): ProfileStatus {
+  /** Status without secrets; looks at the token (off the event loop) when the signer can. */
+  async status(): Promise<ProfileStatus> {
     const keySource = /^pkcs11:/i.test(this.config.certificate ?? this.config.privateKey ?? "") ? "pkcs11" : "file";
     const status: ProfileStatus = {
       name: this.name,
@@ -162,7 +162,7 @@ export class ProfileRuntime {
         // A signer always holds a parsed certificate; nothing to report otherwise.
       }
       try {
-        status.token = this.options.backend.tokenStatus?.(this.signer);
+        status.token = await this.options.backend.tokenStatus?.(this.signer);
       } catch {
         // Status must never fail because a token is gone.
       }

@@ -26,7 +26,7 @@ export const PROTOCOL_PREFIX = "/v1";
 export interface ProtocolHost {
   profile(name: string): ProfileRuntime | undefined;
   profileNames(): string[];
-  status(): unknown;
+  status(): Promise<unknown>;
   keys(): Promise<unknown>;
   readonly limits: HttpLimits;
   readonly log: Logger;
@@ -141,7 +141,11 @@ export function createProtocolHandler(host: ProtocolHost): (req: IncomingMessage
     switch (path) {
       case "/v1/status":
         if (method !== "GET") return methodNotAllowed(res, "GET");
-        return sendJson(res, 200, host.status());
+        host.status().then(
+          (st) => sendJson(res, 200, st),
+          (e) => fail(res, e),
+        );
+        return;
       case "/v1/health":
         if (method !== "GET") return methodNotAllowed(res, "GET");
         return sendJson(res, 200, { ok: true });

@@ -1,11 +1,10 @@
 /**
  * The IAM Roles Anywhere CreateSession client: builds the request as the
  * reference helper does (the three ARNs in the query string, durationSeconds and
- * roleSessionName in the JSON body), signs it with SigV4-X509, sends it with
- * undici over TLS 1.2+, and turns every failure into one {@link ServiceError}.
+ * roleSessionName in the JSON body), signs it with SigV4-X509, sends it over
+ * node:https (TLS 1.2+, see {@link HttpTransport}), and turns every failure into
+ * one {@link ServiceError}.
  */
-import { readFile } from "node:fs/promises";
-import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from "undici";
 import type { AwsCredentials } from "../credentials/credentials";
 import { usageError } from "../errors";
 import { logger } from "../log/logger";
@@ -15,6 +14,8 @@ import { signRequest } from "../sigv4x509/sign-request";
 import { assertCertificateCurrent } from "../x509/validity";
 import { parseSessionArns } from "./arn";
 import { resolveEndpoint, resolveRegion } from "./endpoint";
+import { HttpTransport, ResponseTooLargeError, type HttpResponse } from "./http-transport";
+import type { ProxySettings } from "./proxy";
 import { errorFromNetworkFailure, errorFromResponse, ServiceError } from "./service-error";
 
 /** Session duration bounds of CreateSession, in seconds. */
@@ -26,8 +27,6 @@ export const DEFAULT_SESSION_DURATION = 3600;
 export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Attempts per call, as the AWS SDKs' standard retry mode. */
 export const DEFAULT_MAX_ATTEMPTS = 3;
-/** A response body larger than this is not a CreateSession answer. */
-const MAX_RESPONSE_BYTES = 1024 * 1024;
 
 /** Transport settings, fixed for the life of a {@link CreateSessionClient}. */
 export interface CreateSessionClientOptions {
@@ -36,7 +35,7 @@ export interface CreateSessionClientOptions {
   /** Use HTTP_PROXY / HTTPS_PROXY / NO_PROXY (`--with-proxy`); without it no proxy is used. */
   withProxy?: boolean;
   /** Proxy settings that override the environment (tests, config files). */
-  proxy?: { httpProxy?: string; httpsProxy?: string; noProxy?: string };
+  proxy?: ProxySettings;
   /**
    * PEM file of the CAs to trust instead of Node's bundled ones; `AWS_CA_BUNDLE`
    * when absent (as the AWS SDKs and the reference helper do).
@@ -168,34 +167,21 @@ export function parseCreateSessionResponse(bodyText: string, statusCode = 201, r
   };
 }
 
-async function readBody(body: Dispatcher.ResponseData["body"]): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_RESPONSE_BYTES) {
-      body.destroy();
-      throw new Error(`response body larger than ${MAX_RESPONSE_BYTES} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 function defaultUserAgent(): string {
   return `ra-agent (node ${process.version}; ${process.platform}; ${process.arch})`;
 }
 
 /**
- * A CreateSession client that keeps one undici dispatcher (connection pool, TLS
+ * A CreateSession client that keeps one transport (keep-alive agent, TLS
  * settings, proxy) for all its calls: the agent holds one for its lifetime.
  * Call {@link close} when done so that idle sockets do not keep the process alive.
  */
 export class CreateSessionClient {
   readonly #options: CreateSessionClientOptions;
-  #dispatcher: Promise<Dispatcher> | undefined;
+  #transport: Promise<HttpTransport> | undefined;
   #closed = false;
 
+  /** @throws RaError `INVALID_TIMEOUT` unless `timeoutMs` is a positive whole number. */
   constructor(options: CreateSessionClientOptions = {}) {
     this.#options = { ...options };
     if (options.timeoutMs !== undefined && (!Number.isInteger(options.timeoutMs) || options.timeoutMs <= 0)) {
@@ -207,39 +193,14 @@ export class CreateSessionClient {
     return this.#options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
-  async #createDispatcher(): Promise<Dispatcher> {
-    const o = this.#options;
-    let ca: string | Buffer | undefined = o.ca;
-    const caPath = ca === undefined ? (o.caBundlePath ?? (process.env.AWS_CA_BUNDLE || undefined)) : undefined;
-    if (caPath) {
-      try {
-        ca = await readFile(caPath);
-      } catch (e) {
-        throw usageError("UNREADABLE_FILE", `cannot read the CA bundle ${caPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "fix AWS_CA_BUNDLE (a PEM file of CA certificates)", e);
-      }
-      if (!ca.toString("latin1").includes("-----BEGIN CERTIFICATE-----")) {
-        throw usageError("INVALID_CA_BUNDLE", `the CA bundle ${caPath} holds no PEM certificate`, "AWS_CA_BUNDLE must be a PEM file of CA certificates");
-      }
-    }
-    if (o.noVerifySsl) logger.warn("TLS certificate verification is OFF (--no-verify-ssl): anyone on the path can read the credentials");
-    const tls = {
-      minVersion: "TLSv1.2" as const,
-      rejectUnauthorized: !o.noVerifySsl,
-      ...(ca !== undefined ? { ca } : {}),
-      timeout: this.#timeoutMs,
-    };
-    if (o.withProxy) {
-      return new EnvHttpProxyAgent({ connect: tls, requestTls: tls, proxyTls: tls, ...o.proxy });
-    }
-    return new Agent({ connect: tls });
-  }
-
-  #getDispatcher(): Promise<Dispatcher> {
+  #getTransport(): Promise<HttpTransport> {
     if (this.#closed) return Promise.reject(usageError("CLIENT_CLOSED", "the CreateSession client was closed"));
-    this.#dispatcher ??= this.#createDispatcher();
-    // A failed setup (unreadable CA bundle) is reported on every call, not cached as a broken pool.
-    this.#dispatcher.catch(() => (this.#dispatcher = undefined));
-    return this.#dispatcher;
+    const pending = (this.#transport ??= HttpTransport.create(this.#options));
+    // A failed setup (unreadable CA bundle, bad proxy URL) is reported on every call, not cached.
+    pending.catch(() => {
+      if (this.#transport === pending) this.#transport = undefined;
+    });
+    return pending;
   }
 
   /**
@@ -253,7 +214,8 @@ export class CreateSessionClient {
    *   {@link ServiceError} (kind `service`) `CREATE_SESSION_DENIED` / `_NOT_FOUND` / `_INVALID` /
    *   `_THROTTLED` / `_SERVER_ERROR` / `_HTTP_ERROR` / `_BAD_RESPONSE` / `_NO_CREDENTIALS`,
    *   `SERVICE_UNREACHABLE`, `SERVICE_TIMEOUT`, `SERVICE_TLS_ERROR`, `SERVICE_CONNECTION_ERROR`;
-   *   and whatever the signer throws.
+   *   RaError `CLIENT_CLOSED` after {@link close}; `UNREADABLE_FILE` / `INVALID_CA_BUNDLE` (CA bundle),
+   *   `INVALID_PROXY` (with `withProxy`); and whatever the signer throws.
    */
   async createSession(params: CreateSessionParams): Promise<CreateSessionResult> {
     const arns = parseSessionArns(params.trustAnchorArn, params.profileArn, params.roleArn);
@@ -280,14 +242,14 @@ export class CreateSessionClient {
       body,
     };
     const url = new URL(`${base.protocol}//${base.host}${path}?${canonicalQueryString(query)}`);
-    const dispatcher = await this.#getDispatcher();
+    const transport = await this.#getTransport();
     const maxAttempts = Math.max(1, this.#options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
 
     for (let attempt = 1; ; attempt++) {
       const signed = await signRequest(unsigned, params.signer, { region, now: now() });
       logger.debug("CreateSession request", { url: url.href, attempt, signedHeaders: signed.signing.signedHeaders, canonicalRequest: signed.signing.canonicalRequest });
       try {
-        return await this.#send(dispatcher, url, signed.headers, body);
+        return await this.#send(transport, url, signed.headers, body);
       } catch (e) {
         const retry = e instanceof ServiceError && e.retryable && attempt < maxAttempts;
         if (!retry) {
@@ -302,49 +264,30 @@ export class CreateSessionClient {
     }
   }
 
-  async #send(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, body: string): Promise<CreateSessionResult> {
+  async #send(transport: HttpTransport, url: URL, headers: Record<string, string>, body: string): Promise<CreateSessionResult> {
     const timeoutMs = this.#timeoutMs;
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, timeoutMs);
+    let response: HttpResponse;
     try {
-      let response: Dispatcher.ResponseData;
-      let text: string;
-      try {
-        response = await request(url, {
-          method: "POST",
-          headers,
-          body,
-          dispatcher,
-          signal: controller.signal,
-          headersTimeout: timeoutMs,
-          bodyTimeout: timeoutMs,
-        });
-        text = await readBody(response.body);
-      } catch (e) {
-        throw errorFromNetworkFailure(e, url, timedOut, timeoutMs);
-      }
-      const requestIdHeader = response.headers["x-amzn-requestid"];
-      const requestId = Array.isArray(requestIdHeader) ? requestIdHeader[0] : requestIdHeader;
-      logger.debug("CreateSession response", { status: response.statusCode, requestId });
-      if (response.statusCode < 200 || response.statusCode > 299) {
-        throw errorFromResponse(response.statusCode, response.headers, text, url.origin);
-      }
-      return parseCreateSessionResponse(text, response.statusCode, requestId);
-    } finally {
-      clearTimeout(timer);
+      response = await transport.post(url, headers, body, timeoutMs);
+    } catch (e) {
+      if (e instanceof ResponseTooLargeError) throw badResponse(e.message, e.statusCode, undefined);
+      throw errorFromNetworkFailure(e, url, false, timeoutMs);
     }
+    const requestIdHeader = response.headers["x-amzn-requestid"];
+    const requestId = Array.isArray(requestIdHeader) ? requestIdHeader[0] : requestIdHeader;
+    logger.debug("CreateSession response", { status: response.statusCode, requestId });
+    if (response.statusCode < 200 || response.statusCode > 299) {
+      throw errorFromResponse(response.statusCode, response.headers, response.body, url.origin);
+    }
+    return parseCreateSessionResponse(response.body, response.statusCode, requestId);
   }
 
-  /** Closes the connection pool. Idempotent; later calls fail with `CLIENT_CLOSED`. */
+  /** Closes every connection. Idempotent; later calls fail with `CLIENT_CLOSED`. */
   async close(): Promise<void> {
     this.#closed = true;
-    const pending = this.#dispatcher;
-    this.#dispatcher = undefined;
-    if (pending) await (await pending.catch(() => undefined))?.close();
+    const pending = this.#transport;
+    this.#transport = undefined;
+    if (pending) (await pending.catch(() => undefined))?.close();
   }
 }
 

@@ -3,3 +3,4 @@ export * from "./arn";
 export * from "./endpoint";
 export * from "./service-error";
 export * from "./create-session";
+export type { ProxySettings } from "./proxy";

@@ -101,25 +101,45 @@ export function errorFromResponse(status: number, headers: Record<string, string
   });
 }
 
-const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH|ERR_OSSL_)/;
+/**
+ * Node's codes for TLS failures: its own (ERR_TLS_*, ERR_SSL_*, ERR_OSSL_*) and
+ * OpenSSL's verification results (CERT_HAS_EXPIRED, UNABLE_TO_VERIFY_LEAF_SIGNATURE, ...).
+ */
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|HOSTNAME_MISMATCH$|INVALID_CA$|PATH_LENGTH_EXCEEDED$)/;
+
+/** Connection-level failures after which a new attempt on a new socket may succeed. */
+const RETRYABLE_CONNECTION_CODES = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 function errnoCode(e: unknown): string | undefined {
   for (let cur: unknown = e, depth = 0; cur && depth < 4; cur = (cur as { cause?: unknown }).cause, depth++) {
     const code = (cur as { code?: unknown }).code;
-    if (typeof code === "string" && code !== "UND_ERR_ABORTED") return code;
+    if (typeof code === "string") return code;
   }
   return undefined;
 }
 
 /**
- * Builds the error for a request that got no HTTP response.
- * @param timedOut true when our own deadline aborted the request.
+ * The error's message for people: OpenSSL's `write EPROTO 80AC…:error:0A00042E:SSL
+ * routines:ssl3_read_bytes:tlsv1 alert protocol version:../deps/…` shortened to
+ * its reason. For display only: the mapping above goes by `code`.
+ */
+function describe(e: unknown): string {
+  const message = (e as Error)?.message ?? String(e);
+  const openssl = /:error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+)/.exec(message);
+  return (openssl ? openssl[1] : message).replace(/\s+/g, " ").trim();
+}
+
+/**
+ * Builds the error for a request that got no complete HTTP response, from the
+ * `code` node puts on it (never from its message).
+ * @param timedOut true when the caller's own deadline ended the request (a
+ *   transport `RequestTimeoutError`, code `ETIMEDOUT`, counts as such too).
  */
 export function errorFromNetworkFailure(e: unknown, url: URL, timedOut: boolean, timeoutMs: number): ServiceError {
   const where = url.origin;
   const code = errnoCode(e);
-  const detail = (e as Error)?.message ?? String(e);
-  if (timedOut || code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT" || code === "ETIMEDOUT") {
+  const detail = describe(e);
+  if (timedOut || code === "ETIMEDOUT") {
     return new ServiceError("SERVICE_TIMEOUT", `CreateSession to ${where} timed out after ${timeoutMs} ms`, {
       retryable: true, cause: e, hint: "check network access to the endpoint (firewall, --with-proxy and HTTPS_PROXY), or raise --timeout",
     });
@@ -129,19 +149,20 @@ export function errorFromNetworkFailure(e: unknown, url: URL, timedOut: boolean,
       retryable: true, cause: e, hint: "check --endpoint / --region; for the local emulator, check that it is running on that port",
     });
   }
-  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EAI_NONAME") {
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EAI_NONAME" || code === "EAI_NODATA") {
     return new ServiceError("SERVICE_UNREACHABLE", `cannot resolve host ${url.hostname}`, {
       retryable: code === "EAI_AGAIN", cause: e, hint: "check DNS, --region and --endpoint; behind a proxy use --with-proxy with HTTPS_PROXY",
     });
   }
-  if (code && TLS_CODES.test(code)) {
+  // EPROTO on an https: URL is OpenSSL failing the handshake (no common TLS version, a plain-HTTP server).
+  if (code && (TLS_CODES.test(code) || (code === "EPROTO" && url.protocol === "https:"))) {
     return new ServiceError("SERVICE_TLS_ERROR", `TLS connection to ${where} failed: ${code}: ${detail}`, {
       retryable: false, cause: e,
       hint: "if the endpoint uses a private CA, point AWS_CA_BUNDLE at its PEM bundle; TLS 1.2 or newer is required (--no-verify-ssl skips verification: for tests only)",
     });
   }
   return new ServiceError("SERVICE_CONNECTION_ERROR", `CreateSession to ${where} failed: ${code ? code + ": " : ""}${detail}`, {
-    retryable: code === "ECONNRESET" || code === "EPIPE" || code === "UND_ERR_SOCKET" || code === "ECONNABORTED", cause: e,
+    retryable: code !== undefined && RETRYABLE_CONNECTION_CODES.has(code), cause: e,
     hint: "check network access to the endpoint; behind a proxy use --with-proxy with HTTPS_PROXY",
   });
 }

@@ -13,6 +13,7 @@ import { readUserFile } from "../util/read-user-file";
 export { readUserFile };
 import type { Signer } from "./signer";
 import type { PinProvider } from "./pkcs11/pin";
+import type { Pkcs11SignerOptions } from "./pkcs11/signer";
 
 /** Where the certificate and key come from, as the user wrote them. */
 export interface SignerSourceOptions {
@@ -40,6 +41,11 @@ export interface SignerSourceOptions {
   validAt?: Date;
   /** Where token PINs come from; default: the URI's pin-source, RA_AGENT_PIN_FILE, RA_AGENT_PIN, pin-value, a prompt. */
   pin?: PinProvider;
+  /**
+   * Where PKCS#11 keys are opened: a {@link ./pkcs11/thread/pkcs11-thread!Pkcs11Thread}
+   * keeps every token call off this thread (the agent); default: this thread (the CLI).
+   */
+  pkcs11Thread?: { openSigner(options: Pkcs11SignerOptions): Promise<Signer> };
 }
 
 /** True for a `pkcs11:` URI (scheme is case-insensitive, RFC 3986). */
@@ -72,7 +78,6 @@ export async function openSigner(opts: SignerSourceOptions): Promise<Signer> {
   }
   const intermediates = await readIntermediates(opts.intermediates);
   if (isPkcs11Uri(certificate) || isPkcs11Uri(privateKey)) {
-    const { openPkcs11Signer } = await import("./pkcs11/index");
     const certificateDer = certificate && !isPkcs11Uri(certificate)
       ? readCertificates(await readUserFile(certificate, "--certificate"), `certificate file ${certificate}`)[0]
       : undefined;
@@ -84,7 +89,10 @@ export async function openSigner(opts: SignerSourceOptions): Promise<Signer> {
         "name the key in the token with a pkcs11: URI too, or omit --private-key to find it through the certificate",
       );
     }
-    return openPkcs11Signer({
+    const open = opts.pkcs11Thread
+      ? (o: Pkcs11SignerOptions) => opts.pkcs11Thread!.openSigner(o)
+      : (await import("./pkcs11/index")).openPkcs11Signer;
+    return open({
       certificateUri: isPkcs11Uri(certificate) ? certificate : undefined,
       certificateDer,
       keyUri: privateKey,

@@ -257,16 +257,43 @@ test("inputs are validated before the key is used or anything is sent", async (t
   assert.throws(() => new CreateSessionClient({ timeoutMs: 0 }), { code: "INVALID_TIMEOUT" });
 });
 
-test("one client keeps its dispatcher for several calls; close() ends it", async (t) => {
+test("one client reuses its keep-alive connection for several calls; close() closes it", async (t) => {
   const signer = await makeSigner();
-  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
+  const { url, received, server } = await startServer(t, reply(201, CREDENTIALS_BODY));
+  const connections: Socket[] = [];
+  server.on("connection", (s: Socket) => connections.push(s));
   const client = new CreateSessionClient({ maxAttempts: 1 });
   await client.createSession(params(signer, url));
   await client.createSession(params(signer, url));
   assert.equal(received.length, 2);
+  assert.equal(connections.length, 1, "the second call reuses the first connection");
+  const closed = once(connections[0], "close");
   await client.close();
+  await closed;
   await client.close();
   await assert.rejects(client.createSession(params(signer, url)), { code: "CLIENT_CLOSED" });
+});
+
+test("a response body over 1 MiB is refused, declared or not", async (t) => {
+  const signer = await makeSigner();
+  const big = "x".repeat(1024 * 1024 + 1);
+  const declared = await startServer(t, reply(201, big));
+  const chunked = await startServer(t, (_r, res) => {
+    res.writeHead(201, { "Content-Type": "application/json" });
+    for (let i = 0; i < 3; i++) res.write(big.slice(0, 512 * 1024));
+    res.end();
+  });
+  for (const { url } of [declared, chunked]) {
+    await assert.rejects(createSession(params(signer, url)), { code: "CREATE_SESSION_BAD_RESPONSE", kind: "service", message: /larger than 1048576 bytes/ });
+  }
+});
+
+test("a body that stalls times out; a connection cut mid-body is a retryable connection error", async (t) => {
+  const signer = await makeSigner();
+  const stalled = await startServer(t, (_r, res) => (res.writeHead(201, { "Content-Length": "100" }), res.write("{")));
+  await assert.rejects(createSession({ ...params(signer, stalled.url), timeoutMs: 300 }), { code: "SERVICE_TIMEOUT", retryable: true, message: /timed out after 300 ms/ });
+  const cut = await startServer(t, (_r, res) => (res.writeHead(201, { "Content-Length": "100" }), res.write("{", () => res.socket?.destroy())));
+  await assert.rejects(createSession(params(signer, cut.url)), { code: "SERVICE_CONNECTION_ERROR", retryable: true });
 });
 
 /** A self-signed TLS server certificate for 127.0.0.1, made with openssl. */
@@ -293,22 +320,35 @@ test("TLS: an untrusted server certificate fails; the CA bundle (AWS_CA_BUNDLE) 
   await assert.rejects(createSession({ ...params(signer, url), caBundlePath: notPem + ".missing" }), { code: "UNREADABLE_FILE" });
 });
 
-test("TLS: a server offering only TLS 1.1 or older is refused (TLS 1.2 minimum)", async (t) => {
+test("TLS: a server offering only TLS 1.1 or older is refused (TLS 1.2 minimum); https to a plain-HTTP port is a TLS error", async (t) => {
   if (!needOpenssl(t)) return;
   const signer = await makeSigner();
   const tls = tlsServerCert(t);
   const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY), { ...tls, maxVersion: "TLSv1.1" });
-  await assert.rejects(createSession({ ...params(signer, url), caBundlePath: tls.certPath }), { code: "SERVICE_TLS_ERROR" });
+  await assert.rejects(createSession({ ...params(signer, url), caBundlePath: tls.certPath }), (e: unknown) => {
+    assert.ok(e instanceof ServiceError, String(e));
+    assert.equal(e.code, "SERVICE_TLS_ERROR");
+    assert.equal(e.retryable, false);
+    assert.doesNotMatch(e.message, /deps\/openssl|\n/, "OpenSSL's source location is left out");
+    return true;
+  });
   assert.equal(received.length, 0);
+  const plain = await startServer(t, reply(201, CREDENTIALS_BODY));
+  await assert.rejects(createSession(params(signer, plain.url.replace("http:", "https:"))), { code: "SERVICE_TLS_ERROR" });
+  assert.equal(plain.received.length, 0);
 });
 
-test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY bypasses it; without the flag no proxy is used", async (t) => {
-  const signer = await makeSigner();
-  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
+/**
+ * A CONNECT proxy on loopback. `answer` replaces the tunnel: a status line to send
+ * back (e.g. 407), or "silent" to never answer.
+ */
+async function startProxy(t: TestContext, answer?: string): Promise<{ url: string; connects: string[]; sockets: Set<Socket> }> {
   const connects: string[] = [];
   const proxy = createHttpServer();
   proxy.on("connect", (req: IncomingMessage, client: Socket, head: Buffer) => {
     connects.push(req.url ?? "");
+    if (answer === "silent") return;
+    if (answer) return void client.end(`${answer}\r\nProxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n`);
     const [host, port] = (req.url ?? "").split(":");
     const upstream = connect(Number(port), host, () => {
       client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
@@ -324,7 +364,13 @@ test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY
   proxy.listen(0, "127.0.0.1");
   await once(proxy, "listening");
   t.after(() => (proxySockets.forEach((s) => s.destroy()), proxy.close()));
-  const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, connects, sockets: proxySockets };
+}
+
+test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY bypasses it; without the flag no proxy is used", async (t) => {
+  const signer = await makeSigner();
+  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
+  const { url: proxyUrl, connects } = await startProxy(t);
   const target = new URL(url).host;
 
   await createSession({ ...params(signer, url), withProxy: true, proxy: { httpProxy: proxyUrl, httpsProxy: proxyUrl, noProxy: "" } });
@@ -337,4 +383,48 @@ test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY
   await createSession({ ...params(signer, url), withProxy: false, proxy: { httpProxy: proxyUrl } });
   assert.equal(connects.length, 1, "no --with-proxy: direct");
   assert.equal(received.length, 3);
+});
+
+test("--with-proxy to an https endpoint: TLS (CA bundle, TLS 1.2+) runs inside the tunnel", async (t) => {
+  if (!needOpenssl(t)) return;
+  const signer = await makeSigner();
+  const tls = tlsServerCert(t);
+  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY), tls);
+  const { url: proxyUrl, connects } = await startProxy(t);
+  const proxy = { httpsProxy: proxyUrl, noProxy: "" };
+  await assert.rejects(createSession({ ...params(signer, url), withProxy: true, proxy }), { code: "SERVICE_TLS_ERROR" }, "the endpoint's certificate is still verified");
+  const result = await createSession({ ...params(signer, url), withProxy: true, proxy, caBundlePath: tls.certPath });
+  assert.equal(result.credentials.accessKeyId, "ASIAEXAMPLE");
+  assert.deepEqual(connects, [new URL(url).host, new URL(url).host]);
+  assert.equal(received.length, 1);
+  assertSignatureValid(received[0]);
+});
+
+test("--with-proxy: a 407 is a clear proxy error; a bad proxy URL is a usage error; a silent proxy times out and close() drops it", async (t) => {
+  const signer = await makeSigner();
+  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
+  const auth = await startProxy(t, "HTTP/1.1 407 Proxy Authentication Required");
+  await assert.rejects(createSession({ ...params(signer, url), withProxy: true, proxy: { httpProxy: auth.url, noProxy: "" } }), (e: unknown) => {
+    assert.ok(e instanceof ServiceError, String(e));
+    assert.equal(e.statusCode, 407);
+    assert.match(String(e.hint), /proxy/);
+    return true;
+  });
+
+  await assert.rejects(createSession({ ...params(signer, url), withProxy: true, proxy: { httpProxy: "socks5://user:hunter2@127.0.0.1:1080" } }), (e: Error & { code?: string; kind?: string }) => {
+    assert.equal(e.code, "INVALID_PROXY");
+    assert.equal(e.kind, "usage");
+    assert.doesNotMatch(e.message, /hunter2/);
+    return true;
+  });
+
+  const silent = await startProxy(t, "silent");
+  const client = new CreateSessionClient({ maxAttempts: 1, timeoutMs: 300, withProxy: true, proxy: { httpProxy: silent.url, noProxy: "" } });
+  await assert.rejects(client.createSession(params(signer, url)), { code: "SERVICE_TIMEOUT" });
+  assert.equal(silent.connects.length, 1);
+  const [pending] = silent.sockets;
+  const ended = once(pending, "end");
+  await client.close();
+  await ended; // the CONNECT still waiting for an answer is abandoned, so the process can exit
+  assert.equal(received.length, 0);
 });

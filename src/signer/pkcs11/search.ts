@@ -22,6 +22,7 @@ import { CertificateObject, ObjectQuery, objectUri, PrivateKeyObject, readCertif
 import type { PinProvider } from "./pin";
 import { curveFromEcParams, samePublicKey } from "./public-key";
 import { SessionLease, TokenContext, tokenContext } from "./session";
+import { SignTiming } from "./sign-timing";
 import { signOnToken, SignAuth } from "./sign-operation";
 import { matchTokens, TokenSlot } from "./token";
 
@@ -155,7 +156,7 @@ async function testSignature(ctx: TokenContext, lease: SessionLease, key: Privat
   const plan = planSignature(key.keyType, challenge, "SHA256", ctx.mechanismList(), ctx.quirks.avoidMechanisms);
   let signature: Buffer;
   try {
-    signature = await signOnToken(ctx, lease, { handle: key.handle, alwaysAuthenticate: key.alwaysAuthenticate, uri: keyUri }, plan, auth);
+    signature = await signOnToken(ctx, lease, { handle: key.handle, alwaysAuthenticate: key.alwaysAuthenticate, uri: keyUri, timing: new SignTiming() }, plan, auth);
   } catch (e) {
     if (e instanceof RaError && e.kind === "pin") throw e;
     logger.debug("test signature failed", { key: keyUri, error: (e as Error).message });

@@ -22,7 +22,11 @@ import { samePublicKey } from "./public-key";
 import { chainFromToken, findCertificateForKey, findPrivateKey, searchCertificates, selectCertificate } from "./search";
 import { SessionLease, TokenContext, tokenContext } from "./session";
 import { signOnToken, SignAuth } from "./sign-operation";
+import { SignTiming } from "./sign-timing";
 import { matchTokens, noTokenError, severalTokensError, tokenIdentity, TokenSlot } from "./token";
+
+/** Size of r and of s in a raw ECDSA signature, by curve. */
+const EC_FIELD_BYTES: Record<string, number> = { "P-256": 32, "P-384": 48, "P-521": 66 };
 
 /** Options of {@link openPkcs11Signer}. */
 export interface Pkcs11SignerOptions {
@@ -98,6 +102,9 @@ export class Pkcs11Signer implements Signer {
   private keyGeneration: number;
   private readonly requiresLogin: boolean;
   private forceLogin = false;
+  private readonly signTiming = new SignTiming();
+  /** An EC key's signature was verified in full since the key was last looked up. */
+  private verifiedSinceLookup = false;
   private signatures = 0;
   private closed = false;
 
@@ -159,8 +166,11 @@ export class Pkcs11Signer implements Signer {
   /**
    * Signs `message` (RSASSA-PKCS1-v1_5 or DER ECDSA) with the digest, SHA256 by default.
    * On a lost session or token it finds the token again, logs in once with the PIN
-   * that worked, and retries once. Every signature is checked against the
-   * certificate before it is returned.
+   * that worked, and retries once. Every RSA signature is verified with the
+   * certificate before it is returned: one faulty RSA-CRT signature reveals the key.
+   * For EC keys the first signature after each key lookup is verified in full
+   * (the key still matches the certificate), every one is checked for form;
+   * verifying each would cost two scalar multiplications, more than SoftHSM's signature.
    * @throws RaError `SIGNER_CLOSED`; `PKCS11_TOKEN_NOT_PRESENT` (kind `token`) when the token
    *   is gone; PIN errors (kind `pin`); `PKCS11_BAD_SIGNATURE` when the token's signature
    *   does not verify; other token errors naming the CKR code
@@ -205,7 +215,9 @@ export class Pkcs11Signer implements Signer {
     if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) await this.ctx.ensureLoggedIn(lease, this.auth.pins, this.auth.policy);
     if (this.keyGeneration !== lease.generation) this.relocateKey(lease);
     const plan = planSignature(this.keyType, message, digest, this.ctx.mechanismList(), this.ctx.quirks.avoidMechanisms);
-    const signature = await signOnToken(this.ctx, lease, { handle: this.key.handle, alwaysAuthenticate: this.key.alwaysAuthenticate, uri: this.keyUri }, plan, this.auth);
+    const key = { handle: this.key.handle, alwaysAuthenticate: this.key.alwaysAuthenticate, uri: this.keyUri, ecFieldBytes: EC_FIELD_BYTES[this.certificateInfo.keyDetail], timing: this.signTiming };
+    const signature = await signOnToken(this.ctx, lease, key, plan, this.auth);
+    if (this.keyType === "EC" && this.verifiedSinceLookup) return signature;
     const hash = digest === "SHA256" ? "sha256" : digest === "SHA384" ? "sha384" : "sha512";
     // A faulty signature (a token bug, or a fault attack on RSA-CRT) must never leave the process.
     if (!verifySignature(hash, message, { key: this.certificateInfo.publicKey, dsaEncoding: "der" }, signature)) {
@@ -213,6 +225,7 @@ export class Pkcs11Signer implements Signer {
         hint: "the key does not match the certificate, or the token is faulty; check with `ra-agent sign-string --debug`",
       });
     }
+    this.verifiedSinceLookup = true;
     return signature;
   }
 
@@ -227,6 +240,7 @@ export class Pkcs11Signer implements Signer {
     }
     this.key = same;
     this.keyGeneration = lease.generation;
+    this.verifiedSinceLookup = false;
   }
 
   /** Releases this signer's hold on the token; the last signer closes the sessions (which logs out). Idempotent. */

@@ -1,0 +1,105 @@
+/**
+ * Which proxy, if any, a CreateSession request goes through under `--with-proxy`:
+ * HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment (lower-case names
+ * first, as curl reads them), or explicit settings that override them.
+ *
+ * The rules are those of undici's EnvHttpProxyAgent, which this client used
+ * before it moved to node:https (themselves from the `proxy-from-env` package), plus
+ * bracketed IPv6 entries. `proxy-from-env` itself is not used: it reads only
+ * `process.env`, while callers may pass the settings.
+ */
+import { usageError } from "../errors";
+
+/** Proxy settings; each field falls back to the environment when absent. */
+export interface ProxySettings {
+  /** Proxy for http: endpoints; `http_proxy` / `HTTP_PROXY` when absent. */
+  httpProxy?: string;
+  /** Proxy for https: endpoints; `https_proxy` / `HTTPS_PROXY` when absent, then `httpProxy`. */
+  httpsProxy?: string;
+  /** Hosts reached directly (NO_PROXY syntax); `no_proxy` / `NO_PROXY` when absent; "" for none. */
+  noProxy?: string;
+}
+
+/** Settings after the environment fallbacks, proxy URLs parsed. */
+export interface ResolvedProxySettings {
+  httpProxy?: URL;
+  httpsProxy?: URL;
+  noProxy: string;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** `user:password@` replaced, so that a proxy URL can appear in errors and logs. */
+export function redactProxyUrl(url: URL): string {
+  if (!url.username && !url.password) return url.href;
+  const copy = new URL(url.href);
+  copy.username = "***";
+  copy.password = "";
+  return copy.href;
+}
+
+/**
+ * Parses a proxy URL as curl does: `host:port` without a scheme means http://.
+ * @throws RaError `INVALID_PROXY` unless an http:// or https:// URL with a host.
+ */
+function parseProxyUrl(value: string, name: string): URL {
+  let url: URL | undefined;
+  try {
+    url = new URL(value.includes("://") ? value : `http://${value}`);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) {
+    // The raw value may hold a password: name the variable, not its content.
+    throw usageError("INVALID_PROXY", `${name} is not an http:// or https:// proxy URL`, `set ${name} to http://[user:password@]proxy.example.com:3128 (SOCKS proxies are not supported)`);
+  }
+  return url;
+}
+
+/**
+ * Applies the environment fallbacks to explicit settings and parses the proxy URLs.
+ * @throws RaError `INVALID_PROXY` when a proxy is not an http(s) URL.
+ */
+export function resolveProxySettings(explicit: ProxySettings = {}, env: Env = process.env): ResolvedProxySettings {
+  const pick = (value: string | undefined, lower: string): [string | undefined, string] =>
+    value !== undefined ? [value, `the ${lower} option`] : env[lower] !== undefined ? [env[lower], lower] : [env[lower.toUpperCase()], lower.toUpperCase()];
+  const [httpValue, httpName] = pick(explicit.httpProxy, "http_proxy");
+  const [httpsValue, httpsName] = pick(explicit.httpsProxy, "https_proxy");
+  const [noProxy] = pick(explicit.noProxy, "no_proxy");
+  const httpProxy = httpValue ? parseProxyUrl(httpValue, httpName) : undefined;
+  const httpsProxy = (httpsValue ? parseProxyUrl(httpsValue, httpsName) : undefined) ?? httpProxy;
+  return { httpProxy, httpsProxy, noProxy: noProxy ?? "" };
+}
+
+function stripBrackets(host: string): string {
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}
+
+/**
+ * True when NO_PROXY sends `url` directly. Entries are separated by commas or
+ * spaces: `*` (every host), `host` (exactly), `.domain` or `*.domain` (its
+ * subdomains), each with an optional `:port`; IPv6 addresses as `[::1]` or `::1`.
+ */
+export function bypassesProxy(url: URL, noProxy: string): boolean {
+  const host = stripBrackets(url.hostname.toLowerCase());
+  const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+  for (const raw of noProxy.toLowerCase().split(/[\s,]+/)) {
+    if (!raw) continue;
+    if (raw === "*") return true;
+    let entry = raw;
+    let entryPort = 0;
+    const withPort = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
+    if (withPort) [entry, entryPort] = [withPort[1], Number(withPort[2])];
+    entry = stripBrackets(entry);
+    if (entryPort && entryPort !== port) continue;
+    if (entry.startsWith("*")) entry = entry.slice(1);
+    if (entry.startsWith(".") ? host.endsWith(entry) : host === entry) return true;
+  }
+  return false;
+}
+
+/** The proxy for `url`, or undefined to connect directly. */
+export function proxyFor(url: URL, settings: ResolvedProxySettings): URL | undefined {
+  const proxy = url.protocol === "https:" ? settings.httpsProxy : settings.httpProxy;
+  return proxy && !bypassesProxy(url, settings.noProxy) ? proxy : undefined;
+}

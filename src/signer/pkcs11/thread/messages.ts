@@ -1,0 +1,104 @@
+/**
+ * The messages between the main thread and the PKCS#11 thread, and how errors
+ * cross between them. Everything here survives the structured clone of
+ * `postMessage`: no functions, no class instances (Buffers arrive as Uint8Array).
+ */
+import { ErrorKind, RaError } from "../../../errors";
+import type { DigestAlgorithm, KeyType, SigV4X509Algorithm } from "../../signer";
+import type { ListOptions } from "../enumerate";
+import type { PinRequest, PinResult } from "../pin";
+import type { Pkcs11SignerOptions, Pkcs11SignerStatus, Pkcs11TokenInfo } from "../signer";
+
+/** {@link Pkcs11SignerOptions} without the PIN provider, which stays on the main thread. */
+export type ThreadOpenOptions = Omit<Pkcs11SignerOptions, "pin">;
+
+/** {@link ListOptions} without a PIN provider: listings from the thread never log in. */
+export type ThreadListOptions = Omit<ListOptions, "pin" | "login">;
+
+/** Main thread → PKCS#11 thread: one operation, answered by a {@link ThreadReply} with the same id. */
+export type ThreadRequest =
+  | { op: "open"; id: number; options: ThreadOpenOptions; /** PIN channel on the main thread, 0 for none. */ pinChannel: number }
+  | { op: "sign"; id: number; signer: number; message: Uint8Array; digest: DigestAlgorithm }
+  | { op: "status"; id: number; signer: number; /** Look at the token (C_GetTokenInfo) instead of cached state. */ probe: boolean }
+  | { op: "close"; id: number; signer: number }
+  | { op: "list"; id: number; options: ThreadListOptions }
+  | { op: "close-all"; id: number };
+
+/** Main thread → PKCS#11 thread: the answer to a {@link PinAsk}. */
+export type PinAnswer = { op: "pin-answer"; ask: number; ok: true; result?: PinResult } | { op: "pin-answer"; ask: number; ok: false; error: SerializedError };
+
+/** PKCS#11 thread → main thread: the result of a {@link ThreadRequest}. */
+export type ThreadReply = { op: "reply"; id: number; ok: true; value: unknown } | { op: "reply"; id: number; ok: false; error: SerializedError };
+
+/** PKCS#11 thread → main thread: a PIN is needed (the PIN sources live on the main thread). */
+export interface PinAsk {
+  op: "pin";
+  ask: number;
+  channel: number;
+  request: PinRequest;
+}
+
+/** PKCS#11 thread → main thread: a log record, written by the main thread's logger (one format, one redaction). */
+export interface LogRecord {
+  op: "log";
+  level: string;
+  message: string;
+  meta: Record<string, unknown>;
+}
+
+/** What the main thread learns about a signer opened in the thread. */
+export interface SignerDescription {
+  signer: number;
+  keyType: KeyType;
+  algorithm: SigV4X509Algorithm;
+  certificate: Uint8Array;
+  chain: Uint8Array[];
+  hardwareBacked: boolean;
+  keyUri: string;
+  certificateUri?: string;
+  tokenInfo: Pkcs11TokenInfo;
+}
+
+export type { Pkcs11SignerStatus };
+
+/** An error as it crosses threads: the {@link RaError} fields plus the PKCS#11 details when there are some. */
+export interface SerializedError {
+  kind: ErrorKind;
+  code: string;
+  message: string;
+  hint?: string;
+  /** Numeric CKR value, `CKR_*` name, failing C_* function, PIN state: copied as they are. */
+  details?: Record<string, unknown>;
+}
+
+const DETAIL_FIELDS = ["ckr", "ckrName", "operation", "pinState"] as const;
+
+/** Turns any thrown value into a {@link SerializedError} (non-RaErrors become `internal`). */
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof RaError) {
+    const details: Record<string, unknown> = {};
+    for (const f of DETAIL_FIELDS) {
+      const v = (e as unknown as Record<string, unknown>)[f];
+      if (v !== undefined) details[f] = v;
+    }
+    return { kind: e.kind, code: e.code, message: e.message, hint: e.hint, details: Object.keys(details).length ? details : undefined };
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  return { kind: "internal", code: "PKCS11_THREAD_ERROR", message: `the PKCS#11 thread failed: ${message}`, hint: "this is a bug in ra-agent; run with --log-level debug and report it" };
+}
+
+/**
+ * Rebuilds the error on the receiving thread: an {@link RaError} with the same
+ * kind, code, message and hint, and the PKCS#11 details as properties (so that
+ * `e.ckr` reads as it does on the thread).
+ */
+export function deserializeError(s: SerializedError): RaError {
+  const e = new RaError(s.kind, s.code, s.message, { hint: s.hint });
+  if (s.details) Object.assign(e, s.details);
+  return e;
+}
+
+/** A Uint8Array that arrived through postMessage, as a Buffer over the same memory. */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}

@@ -1,0 +1,214 @@
+/**
+ * The PKCS#11 thread, seen from the main thread: a worker thread that owns every
+ * PKCS#11 call of the process, and {@link ThreadedPkcs11Signer}, a {@link Signer}
+ * whose key operations run there. The agent uses it so that a slow or serialised
+ * token (a TPM, a smart card, an HSM across the network) never stalls the event
+ * loop that serves credentials, and so that signing and HTTP use separate cores.
+ *
+ * This file loads neither pkcs11js nor any PKCS#11 code on the main thread; it
+ * only imports types from the backend.
+ */
+import { join } from "node:path";
+import { SHARE_ENV, Worker } from "node:worker_threads";
+import { RaError } from "../../../errors";
+import { logger } from "../../../log/logger";
+import type { DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } from "../../signer";
+import type { ModuleListing } from "../enumerate";
+import type { PinProvider } from "../pin";
+import type { Pkcs11SignerOptions, Pkcs11SignerStatus, Pkcs11TokenInfo } from "../signer";
+import { asBuffer, deserializeError, LogRecord, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadListOptions, ThreadReply, ThreadRequest } from "./messages";
+import type { ThreadStartData } from "./thread-main";
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
+type RequestBody = ThreadRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+/**
+ * Young-generation cap of the thread's heap, MiB. It allocates little (a request,
+ * a signature); a small young generation keeps the agent's memory flat.
+ */
+const THREAD_YOUNG_GENERATION_MB = 2;
+
+/**
+ * One worker thread for all PKCS#11 work of a process. Started on first use;
+ * keeps the process alive only while a call is pending.
+ */
+export class Pkcs11Thread {
+  #worker?: Worker;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #pinChannels = new Map<number, PinProvider>();
+  #nextChannel = 1;
+  #closed = false;
+
+  #start(): Worker {
+    const worker = new Worker(join(__dirname, "thread-main.js"), {
+      env: SHARE_ENV,
+      workerData: { logLevel: logger.level } satisfies ThreadStartData,
+      resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_GENERATION_MB },
+    });
+    worker.on("message", (msg: ThreadReply | PinAsk | LogRecord) => this.#onMessage(msg));
+    worker.on("error", (e) => this.#failAll(worker, e));
+    worker.on("exit", (code) => this.#failAll(worker, new Error(`it exited with code ${code}`)));
+    worker.unref();
+    return worker;
+  }
+
+  /** Rejects every pending call when the thread dies; the next call starts a new one. */
+  #failAll(worker: Worker, e: Error): void {
+    if (this.#worker !== worker) return;
+    this.#worker = undefined;
+    if (!this.#closed) logger.error("the PKCS#11 thread stopped", { error: e.message });
+    const err = new RaError("internal", "PKCS11_THREAD_STOPPED", `the PKCS#11 thread stopped: ${e.message}`, {
+      hint: "the token operation did not finish; retry, and report the log if it happens again",
+    });
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  #onMessage(msg: ThreadReply | PinAsk | LogRecord): void {
+    switch (msg.op) {
+      case "reply": {
+        const p = this.#pending.get(msg.id);
+        if (!p) return;
+        this.#pending.delete(msg.id);
+        if (this.#pending.size === 0) this.#worker?.unref();
+        if (msg.ok) p.resolve(msg.value);
+        else p.reject(deserializeError(msg.error));
+        return;
+      }
+      case "pin":
+        void this.#answerPin(msg);
+        return;
+      case "log":
+        logger.log(msg.level, msg.message, msg.meta);
+        return;
+    }
+  }
+
+  async #answerPin(ask: PinAsk): Promise<void> {
+    let answer: PinAnswer;
+    try {
+      const provider = this.#pinChannels.get(ask.channel);
+      answer = { op: "pin-answer", ask: ask.ask, ok: true, result: provider ? await provider.getPin(ask.request) : undefined };
+    } catch (e) {
+      answer = { op: "pin-answer", ask: ask.ask, ok: false, error: serializeError(e) };
+    }
+    this.#worker?.postMessage(answer);
+  }
+
+  /**
+   * Runs one operation on the thread.
+   * @throws whatever the operation throws there (as an RaError), `PKCS11_THREAD_STOPPED`, `PKCS11_THREAD_CLOSED`
+   */
+  call<T>(body: RequestBody): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(new RaError("internal", "PKCS11_THREAD_CLOSED", "the PKCS#11 thread was closed", { hint: "this happens only while the agent shuts down" }));
+    }
+    const worker = (this.#worker ??= this.#start());
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      if (this.#pending.size === 1) worker.ref();
+      worker.postMessage({ ...body, id } as ThreadRequest);
+    });
+  }
+
+  /**
+   * Opens a PKCS#11 signer on the thread. PIN requests come back to `opts.pin`
+   * on this thread (a prompt or a PIN file is read here).
+   * @throws the errors of {@link openPkcs11Signer}
+   */
+  async openSigner(opts: Pkcs11SignerOptions): Promise<ThreadedPkcs11Signer> {
+    const { pin, ...options } = opts;
+    const channel = pin ? this.#nextChannel++ : 0;
+    if (pin) this.#pinChannels.set(channel, pin);
+    try {
+      const d = await this.call<SignerDescription>({ op: "open", options, pinChannel: channel });
+      return new ThreadedPkcs11Signer(this, d, () => this.#pinChannels.delete(channel));
+    } catch (e) {
+      this.#pinChannels.delete(channel);
+      throw e;
+    }
+  }
+
+  /** Lists modules, slots, tokens and public objects, without logging in. */
+  list(options: ThreadListOptions): Promise<ModuleListing[]> {
+    return this.call<ModuleListing[]>({ op: "list", options });
+  }
+
+  /** Closes every signer, logs out, finalises the modules and stops the thread. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const worker = this.#worker;
+    if (worker) await this.call({ op: "close-all" }).catch((e: unknown) => logger.debug("closing the PKCS#11 thread's tokens failed", { error: (e as Error).message }));
+    this.#closed = true;
+    this.#pinChannels.clear();
+    if (worker) await worker.terminate();
+  }
+}
+
+/**
+ * A {@link Signer} whose key lives in a PKCS#11 token handled by a {@link Pkcs11Thread}.
+ * Same behaviour as the in-thread signer (one login per token, recovery, PIN
+ * rules, verification); only the thread differs.
+ */
+export class ThreadedPkcs11Signer implements Signer {
+  readonly keyType: KeyType;
+  readonly algorithm: SigV4X509Algorithm;
+  readonly certificate: Uint8Array;
+  readonly chain: readonly Uint8Array[];
+  readonly source = "pkcs11" as const;
+  readonly hardwareBacked: boolean;
+  /** Exact URI of the private key (no PIN). */
+  readonly keyUri: string;
+  /** Exact URI of the certificate when it is on the token. */
+  readonly certificateUri?: string;
+  /** The token holding the key, as it was at open. */
+  readonly tokenInfo: Pkcs11TokenInfo;
+  readonly #thread: Pkcs11Thread;
+  readonly #id: number;
+  readonly #onClose: () => void;
+  #closed = false;
+
+  /** @internal use {@link Pkcs11Thread.openSigner} */
+  constructor(thread: Pkcs11Thread, d: SignerDescription, onClose: () => void) {
+    this.#thread = thread;
+    this.#id = d.signer;
+    this.#onClose = onClose;
+    this.keyType = d.keyType;
+    this.algorithm = d.algorithm;
+    this.certificate = asBuffer(d.certificate);
+    this.chain = d.chain.map(asBuffer);
+    this.hardwareBacked = d.hardwareBacked;
+    this.keyUri = d.keyUri;
+    this.certificateUri = d.certificateUri;
+    this.tokenInfo = d.tokenInfo;
+  }
+
+  /**
+   * Signs on the PKCS#11 thread.
+   * @throws the errors of {@link Pkcs11Signer.sign}
+   */
+  async sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
+    if (this.#closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
+    return asBuffer(await this.#thread.call<Uint8Array>({ op: "sign", signer: this.#id, message, digest }));
+  }
+
+  /** Cached token state (no token I/O), from the thread. */
+  status(): Promise<Pkcs11SignerStatus> {
+    return this.#thread.call<Pkcs11SignerStatus>({ op: "status", signer: this.#id, probe: false });
+  }
+
+  /** Token state with a fresh look at the token (presence, PIN flags); never logs in. */
+  probe(): Promise<Pkcs11SignerStatus> {
+    return this.#thread.call<Pkcs11SignerStatus>({ op: "status", signer: this.#id, probe: true });
+  }
+
+  /** Releases this signer's hold on the token. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onClose();
+    await this.#thread.call({ op: "close", signer: this.#id }).catch(() => undefined);
+  }
+}

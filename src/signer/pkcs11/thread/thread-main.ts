@@ -1,0 +1,122 @@
+/**
+ * Entry point of the PKCS#11 thread (a worker_threads Worker started by
+ * {@link ../pkcs11-thread}). Every PKCS#11 call of the process runs here: module
+ * loading, token search, C_Login, C_SignInit, C_Sign, recovery and enumeration.
+ * The main thread's event loop never waits on a token (a TPM takes 5-8 ms per
+ * signature and serialises everything; a smart card's C_Login takes longer).
+ *
+ * Process-wide PKCS#11 state (one loaded module per file, one session pool and one
+ * login per token) lives in this thread only: the main thread must not load the
+ * same modules, because C_Finalize in one thread would end the other's sessions.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import TransportStream from "winston-transport";
+import { logger } from "../../../log/logger";
+import { listPkcs11 } from "../enumerate";
+import type { PinProvider, PinResult } from "../pin";
+import { closeAllPkcs11 } from "../index";
+import { openPkcs11Signer, Pkcs11Signer } from "../signer";
+import { deserializeError, LogRecord, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadReply, ThreadRequest } from "./messages";
+
+/** What the main thread passes at start. */
+export interface ThreadStartData {
+  logLevel: string;
+}
+
+const port = parentPort;
+if (!port) throw new Error("thread-main.ts runs only as a worker thread");
+
+/** Sends log records to the main thread, whose logger formats and redacts them. */
+class ForwardTransport extends TransportStream {
+  override log(info: Record<string | symbol, unknown>, next: () => void): void {
+    const { level, message, ...meta } = info as { level: string; message: unknown } & Record<string, unknown>;
+    const record: LogRecord = { op: "log", level, message: String(message), meta };
+    try {
+      port!.postMessage(record);
+    } catch {
+      // A field that cannot be cloned (a function, a native handle): send it as text.
+      port!.postMessage({ ...record, meta: JSON.parse(JSON.stringify(meta, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ?? {}) });
+    }
+    next();
+  }
+}
+logger.configure({ level: (workerData as ThreadStartData).logLevel, transports: [new ForwardTransport()] });
+
+const signers = new Map<number, Pkcs11Signer>();
+let nextSigner = 1;
+const pinAsks = new Map<number, { resolve: (r: PinResult | undefined) => void; reject: (e: unknown) => void }>();
+let nextAsk = 1;
+
+/** A PIN provider that asks the main thread's provider on `channel`. */
+function remotePinProvider(channel: number): PinProvider {
+  return {
+    getPin: (request) =>
+      new Promise<PinResult | undefined>((resolve, reject) => {
+        const ask = nextAsk++;
+        pinAsks.set(ask, { resolve, reject });
+        port!.postMessage({ op: "pin", ask, channel, request } satisfies PinAsk);
+      }),
+  };
+}
+
+function signerOf(id: number): Pkcs11Signer {
+  const s = signers.get(id);
+  if (!s) throw deserializeError({ kind: "internal", code: "SIGNER_CLOSED", message: "the PKCS#11 signer was closed", hint: "open it again" });
+  return s;
+}
+
+async function run(req: ThreadRequest): Promise<unknown> {
+  switch (req.op) {
+    case "open": {
+      const signer = await openPkcs11Signer({ ...req.options, pin: req.pinChannel ? remotePinProvider(req.pinChannel) : undefined });
+      const id = nextSigner++;
+      signers.set(id, signer);
+      const description: SignerDescription = {
+        signer: id,
+        keyType: signer.keyType,
+        algorithm: signer.algorithm,
+        certificate: signer.certificate,
+        chain: [...signer.chain],
+        hardwareBacked: signer.hardwareBacked,
+        keyUri: signer.keyUri,
+        certificateUri: signer.certificateUri,
+        tokenInfo: signer.tokenInfo,
+      };
+      return description;
+    }
+    case "sign":
+      return signerOf(req.signer).sign(req.message, req.digest);
+    case "status": {
+      const signer = signerOf(req.signer);
+      return req.probe ? signer.probe() : signer.status();
+    }
+    case "close": {
+      const signer = signers.get(req.signer);
+      signers.delete(req.signer);
+      await signer?.close();
+      return undefined;
+    }
+    case "list":
+      return listPkcs11({ ...req.options, login: false });
+    case "close-all":
+      for (const s of signers.values()) await s.close().catch(() => undefined);
+      signers.clear();
+      await closeAllPkcs11();
+      return undefined;
+  }
+}
+
+port.on("message", (msg: ThreadRequest | PinAnswer) => {
+  if (msg.op === "pin-answer") {
+    const pending = pinAsks.get(msg.ask);
+    pinAsks.delete(msg.ask);
+    if (!pending) return;
+    if (msg.ok) pending.resolve(msg.result);
+    else pending.reject(deserializeError(msg.error));
+    return;
+  }
+  run(msg).then(
+    (value) => port.postMessage({ op: "reply", id: msg.id, ok: true, value } satisfies ThreadReply),
+    (e: unknown) => port.postMessage({ op: "reply", id: msg.id, ok: false, error: serializeError(e) } satisfies ThreadReply),
+  );
+});

@@ -1,0 +1,138 @@
+/**
+ * The PKCS#11 thread on SoftHSM: signers opened and used on the worker thread,
+ * PINs asked on the main thread (once per token; a wrong one never retried),
+ * errors crossing with their codes and CKR details, the thread's log records
+ * written by the main thread's logger (redacted), concurrent signatures, and the
+ * choice between C_Sign in place and C_SignAsync ({@link SignTiming}).
+ */
+import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createPublicKey, verify } from "node:crypto";
+import { Writable } from "node:stream";
+import winston from "winston";
+import { RaError } from "../../src/errors";
+import { logger } from "../../src/log/logger";
+import type { PinProvider, PinRequest } from "../../src/signer/pkcs11/pin";
+import { SignTiming } from "../../src/signer/pkcs11/sign-timing";
+import type { Pkcs11Thread } from "../../src/signer/pkcs11/thread/pkcs11-thread";
+import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
+
+function counting(pin: string, asked: PinRequest[]): PinProvider {
+  return {
+    getPin: async (request) => {
+      asked.push(request);
+      return { pin, source: "test provider", interactive: false };
+    },
+  };
+}
+
+describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
+  let hsm: TestHsm;
+  let thread: Pkcs11Thread;
+  const logLines: string[] = [];
+  const key = (label: string) => hsm.tokens[0].keys.find((k) => k.label === label)!;
+
+  before(async () => {
+    hsm = await provisionTestHsm([
+      { label: "threaded", keys: [{ label: "rsa-2048", keyType: "RSA-2048" }, { label: "ec-p256", keyType: "EC-P256" }] },
+      { label: "wrong-pin", keys: [{ label: "ec", keyType: "EC-P256" }] },
+    ]);
+    // Capture what the main thread's logger writes, at debug level, before the thread starts.
+    logger.configure({
+      level: "debug",
+      format: logger.format,
+      transports: [new winston.transports.Stream({ stream: new Writable({ write: (chunk: Buffer, _e, cb) => (logLines.push(chunk.toString()), cb()) }) })],
+    });
+    thread = new (await import("../../src/signer/pkcs11/thread/pkcs11-thread")).Pkcs11Thread();
+  });
+  after(async () => {
+    await thread?.close();
+    hsm?.cleanup();
+  });
+
+  test("RSA and EC signers on the thread: concurrent signatures verify; one PIN request, one login", async () => {
+    const asked: PinRequest[] = [];
+    for (const label of ["rsa-2048", "ec-p256"]) {
+      const k = key(label);
+      const signer = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, asked) });
+      const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`AWS4-X509 string to sign ${label} ${i}`));
+      const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+      signatures.forEach((s, i) => assert.ok(verify("sha256", messages[i], { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, s), `${label} signature ${i} verifies`));
+      assert.ok(Buffer.isBuffer(signatures[0]), "signatures come back as Buffers");
+      const status = await signer.status();
+      assert.equal(status.signatures, 40);
+      assert.equal(status.loginAttempts, 1);
+    }
+    assert.equal(asked.length, 1, "the PIN was asked once for the token, on the main thread");
+  });
+
+  test("a wrong PIN fails once with its code and CKR, and is not asked again", async () => {
+    const asked: PinRequest[] = [];
+    const k = hsm.tokens[1].keys[0];
+    const open = () => thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting("99999999", asked) });
+    await assert.rejects(open(), (e: unknown) => e instanceof RaError && e.code === "PKCS11_PIN_INCORRECT" && e.kind === "pin" && (e as unknown as { ckr: number }).ckr === 0xa0);
+    assert.equal(asked.length, 1);
+    await assert.rejects(open(), (e: unknown) => e instanceof RaError && e.kind === "pin");
+    assert.equal(asked.length, 2, "each open asks its provider; the token's C_Login is refused before it is called again");
+  });
+
+  test("a PIN source that fails on the main thread fails the open with its own error", async () => {
+    const broken: PinProvider = {
+      getPin: async () => {
+        throw new RaError("pin", "PIN_ENV_UNSET", "the environment variable X is not set", { hint: "set X" });
+      },
+    };
+    // The "wrong-pin" token is not logged in, so opening its key asks for a PIN.
+    await assert.rejects(
+      thread.openSigner({ certificateUri: hsm.tokens[1].keys[0].certificateUri, modulePath: hsm.modulePath, pin: broken }),
+      (e: unknown) => e instanceof RaError && e.code === "PIN_ENV_UNSET" && e.hint === "set X",
+    );
+  });
+
+  test("the thread's log records reach the main logger, redacted, with no PIN", () => {
+    const text = logLines.join("");
+    assert.match(text, /PKCS#11 signer ready/, "debug records from the thread are written by the main thread");
+    assert.match(text, /pinSource/);
+    assert.doesNotMatch(text, new RegExp(hsm.tokens[0].pin), "no PIN in the log");
+    assert.doesNotMatch(text, /99999999/, "not even a wrong one");
+  });
+
+  test("listing through the thread sees the tokens without logging in", async () => {
+    const modules = await thread.list({ modulePaths: [hsm.modulePath] });
+    const labels = modules.flatMap((m) => (m.slots ?? []).map((s) => s.token?.label));
+    assert.ok(labels.includes("threaded") && labels.includes("wrong-pin"), `tokens listed: ${labels.join(", ")}`);
+  });
+});
+
+describe("SignTiming: C_Sign in place for quick keys, on libuv's pool for slow ones", () => {
+  test("the first signatures are made in place and timed", () => {
+    const t = new SignTiming();
+    for (let i = 0; i < SignTiming.WARM_UP; i++) {
+      assert.equal(t.usePool(), false);
+      t.record(50);
+    }
+    assert.equal(t.usePool(), false, "a quick key stays in place");
+  });
+
+  test("a slow key goes to the pool, with one timed sample in RESAMPLE_EVERY", () => {
+    const t = new SignTiming();
+    for (let i = 0; i < SignTiming.WARM_UP; i++) {
+      t.usePool();
+      t.record(2_000);
+    }
+    let inPlace = 0;
+    for (let i = 0; i < SignTiming.RESAMPLE_EVERY * 4; i++) if (!t.usePool()) inPlace++;
+    assert.equal(inPlace, 4);
+  });
+
+  test("a key that becomes quick moves back in place", () => {
+    const t = new SignTiming();
+    for (let i = 0; i < SignTiming.WARM_UP; i++) {
+      t.usePool();
+      t.record(2_000);
+    }
+    for (let i = 0; i < 40; i++) t.record(80);
+    assert.equal(t.usePool(), false);
+  });
+});
