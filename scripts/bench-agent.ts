@@ -10,8 +10,8 @@
  *   (c) agent credential requests/s vs a bare node HTTP server on a Unix socket
  *       returning a fixed body of the same size (target >= 80 %);
  *   (d) agent RSS idle, after 100k and after 200k requests (target <= 80 MB, no growth);
- *   (e) signatures/s through the agent (POST /v1/sign) vs raw pkcs11js on the
- *       same SoftHSM key (target >= 80 %).
+ *   (e) signatures/s through the agent (POST /v1/sign, pipelined by a raw-socket
+ *       client) vs raw pkcs11js on the same SoftHSM key (target >= 80 %).
  *
  * Usage: scripts/bench.sh [--quick] [--json]   (or node dist/scripts/bench-agent.js)
  * The load generator, the bare server and the raw pkcs11js signer run as child

@@ -1,4 +1,12 @@
-import winston from "winston";
+import { isMainThread, parentPort, workerData } from "node:worker_threads";
+import type winston from "winston";
+import { createForwardingLogger, type LogForwarding } from "./forwarding-logger";
+
+/** winston, loaded on first use (a forwarding worker thread never loads it). */
+function loadWinston(): typeof winston {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require("winston") as typeof winston;
+}
 
 /** Log output format: human text or one JSON object per line. */
 export type LogFormat = "text" | "json";
@@ -42,7 +50,7 @@ export function redact(value: unknown, depth = 0): unknown {
 // PINs and secrets can also appear inside free text such as a pkcs11: URI.
 const INLINE_SECRETS = /(pin-value=)[^&;\s"]*/gi;
 
-const redactFormat = winston.format((info) => {
+const redactFormat = (winston: typeof import("winston")) => winston.format((info) => {
   for (const key of Object.keys(info)) {
     if (isSecretField(key)) (info as Record<string, unknown>)[key] = "[redacted]";
     else (info as Record<string, unknown>)[key] = redact(info[key]);
@@ -56,10 +64,11 @@ const redactFormat = winston.format((info) => {
  * and redacts secret fields.
  */
 export function createLogger(options: LoggerOptions = {}): winston.Logger {
+  const winston = loadWinston();
   const format = options.format === "json"
-    ? winston.format.combine(redactFormat(), winston.format.timestamp(), winston.format.json())
+    ? winston.format.combine(redactFormat(winston)(), winston.format.timestamp(), winston.format.json())
     : winston.format.combine(
-        redactFormat(),
+        redactFormat(winston)(),
         winston.format.timestamp(),
         winston.format.printf(({ timestamp, level, message, ...rest }) => {
           const extra = Object.keys(rest).length ? " " + JSON.stringify(rest) : "";
@@ -73,11 +82,21 @@ export function createLogger(options: LoggerOptions = {}): winston.Logger {
   });
 }
 
-/** The process-wide logger; the CLI reconfigures its level from `--debug` / `--log-level`. */
-export const logger: winston.Logger = createLogger({
-  level: (process.env.RA_AGENT_LOG_LEVEL as LoggerOptions["level"]) ?? "warn",
-  format: process.env.RA_AGENT_LOG_FORMAT === "json" ? "json" : "text",
-});
+/** In a worker thread that ra-agent started with `workerData.logForwarding`: where its logs go. */
+const forwarding = !isMainThread && parentPort ? (workerData as { logForwarding?: LogForwarding } | undefined)?.logForwarding : undefined;
+
+/**
+ * The process-wide logger; the CLI reconfigures its level from `--debug` / `--log-level`.
+ * In a forwarding worker thread (the PKCS#11 thread) it posts records to the parent
+ * thread instead: that logger has only the methods ra-agent uses (debug, info, warn,
+ * error, log, level, isDebugEnabled).
+ */
+export const logger: winston.Logger = forwarding
+  ? (createForwardingLogger(parentPort!, forwarding) as unknown as winston.Logger)
+  : createLogger({
+      level: (process.env.RA_AGENT_LOG_LEVEL as LoggerOptions["level"]) ?? "warn",
+      format: process.env.RA_AGENT_LOG_FORMAT === "json" ? "json" : "text",
+    });
 
 /** Changes the process-wide logger's level and format. */
 export function configureLogger(options: LoggerOptions): void {

@@ -153,6 +153,9 @@ test("agent on the card: credentials through credential-process --profile, signi
   // The card is pulled out while the agent runs.
   const loginsBefore = fx.card.pinEvents().verified;
   await fx.card.stopBridge();
+  // Status looks at the token itself (on the PKCS#11 thread): absent at once, before any signature notices.
+  const pulled = await status(socket);
+  assert.equal(pulled.token?.present, false, `status right after the card was pulled: ${JSON.stringify(pulled.token)}`);
   const cached = await credentials(socket);
   assert.equal(cached.status, 200, JSON.stringify(cached.body));
   assert.equal(cached.body.AccessKeyId, creds.AccessKeyId, "cached credentials still served with the card out");

@@ -6,7 +6,7 @@
 import * as pkcs11js from "pkcs11js";
 import { RaError } from "../../errors";
 import { logger } from "../../log/logger";
-import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
+import { CKF_TOKEN_PRESENT, CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
 import { ckrOf, errorLogFields, hasCkr, Pkcs11CallError, pinLockedHint, PinRefusedError, toRaError } from "./errors";
 import { badPins, checkLoginAllowed, login, LoginPolicy, LoginTarget } from "./login";
 import type { Pkcs11Module } from "./module";
@@ -387,6 +387,13 @@ export class TokenContext {
   probePresence(): boolean {
     if (this.present) {
       try {
+        // The slot, not the token info: OpenSC answers C_GetTokenInfo from its cache
+        // after a card is pulled, but C_GetSlotInfo asks the reader.
+        if ((this.module.api.C_GetSlotInfo(this.slot.handle).flags & CKF_TOKEN_PRESENT) === 0) {
+          this.present = false;
+          this.noteError(new RaError("token", "PKCS11_TOKEN_NOT_PRESENT", `${this.name} is not present`, { hint: "insert the card or key; the next request finds it again" }));
+          return false;
+        }
         refreshToken(this.slot);
         return true;
       } catch (e) {

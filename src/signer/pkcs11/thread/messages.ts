@@ -39,12 +39,7 @@ export interface PinAsk {
 }
 
 /** PKCS#11 thread → main thread: a log record, written by the main thread's logger (one format, one redaction). */
-export interface LogRecord {
-  op: "log";
-  level: string;
-  message: string;
-  meta: Record<string, unknown>;
-}
+export type { LogRecord } from "../../../log/forwarding-logger";
 
 /** What the main thread learns about a signer opened in the thread. */
 export interface SignerDescription {

@@ -43,7 +43,7 @@ export class Pkcs11Thread {
   #start(): Worker {
     const worker = new Worker(join(__dirname, "thread-main.js"), {
       env: SHARE_ENV,
-      workerData: { logLevel: logger.level } satisfies ThreadStartData,
+      workerData: { logForwarding: { level: logger.level } } satisfies ThreadStartData,
       resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_GENERATION_MB },
     });
     worker.on("message", (msg: ThreadReply | PinAsk | LogRecord) => this.#onMessage(msg));

@@ -9,38 +9,22 @@
  * login per token) lives in this thread only: the main thread must not load the
  * same modules, because C_Finalize in one thread would end the other's sessions.
  */
-import { parentPort, workerData } from "node:worker_threads";
-import TransportStream from "winston-transport";
-import { logger } from "../../../log/logger";
+import { parentPort } from "node:worker_threads";
+import type { LogForwarding } from "../../../log/forwarding-logger";
 import { listPkcs11 } from "../enumerate";
 import type { PinProvider, PinResult } from "../pin";
 import { closeAllPkcs11 } from "../index";
 import { openPkcs11Signer, Pkcs11Signer } from "../signer";
-import { deserializeError, LogRecord, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadReply, ThreadRequest } from "./messages";
+import { deserializeError, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadReply, ThreadRequest } from "./messages";
 
 /** What the main thread passes at start. */
 export interface ThreadStartData {
-  logLevel: string;
+  /** Read by src/log/logger.ts: this thread's logs go to the main thread's logger. */
+  logForwarding: LogForwarding;
 }
 
 const port = parentPort;
 if (!port) throw new Error("thread-main.ts runs only as a worker thread");
-
-/** Sends log records to the main thread, whose logger formats and redacts them. */
-class ForwardTransport extends TransportStream {
-  override log(info: Record<string | symbol, unknown>, next: () => void): void {
-    const { level, message, ...meta } = info as { level: string; message: unknown } & Record<string, unknown>;
-    const record: LogRecord = { op: "log", level, message: String(message), meta };
-    try {
-      port!.postMessage(record);
-    } catch {
-      // A field that cannot be cloned (a function, a native handle): send it as text.
-      port!.postMessage({ ...record, meta: JSON.parse(JSON.stringify(meta, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ?? {}) });
-    }
-    next();
-  }
-}
-logger.configure({ level: (workerData as ThreadStartData).logLevel, transports: [new ForwardTransport()] });
 
 const signers = new Map<number, Pkcs11Signer>();
 let nextSigner = 1;
