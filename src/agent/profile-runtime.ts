@@ -17,6 +17,9 @@ import { systemClock } from "./clock";
 import type { ProfileConfig } from "./config";
 import { parseStringToSign } from "./string-to-sign";
 
+/** Errors after which a signer cannot work again and must be opened anew. */
+const UNUSABLE_SIGNER = new Set(["PKCS11_THREAD_STOPPED", "SIGNER_CLOSED"]);
+
 /** Options of {@link ProfileRuntime}. */
 export interface ProfileRuntimeOptions {
   backend: ProfileBackend;
@@ -213,12 +216,22 @@ export class ProfileRuntime {
     return this.useSigner(() => this.options.backend.createSession(signer, this.config));
   }
 
-  /** Runs an operation on the signer; a PIN error blocks the signer. */
+  /**
+   * Runs an operation on the signer; a PIN error blocks the signer, and a signer
+   * that can no longer work (its PKCS#11 thread stopped) is dropped, to be opened
+   * again on the next request.
+   */
   private async useSigner<T>(op: () => Promise<T>): Promise<T> {
+    const used = this.signer;
     try {
       return await op();
     } catch (e) {
       if (e instanceof RaError && e.kind === "pin") this.blockPin(e);
+      if (e instanceof RaError && UNUSABLE_SIGNER.has(e.code) && used && this.signer === used) {
+        this.signer = undefined;
+        this.options.log.warn(`profile "${this.name}": the key is no longer usable (${e.code}); it is opened again on the next request`, { profile: this.name, code: e.code });
+        void used.close().catch(() => undefined);
+      }
       throw e;
     }
   }

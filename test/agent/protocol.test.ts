@@ -277,3 +277,32 @@ test("agentRequest times out against a silent listener", async () => {
     cleanup();
   }
 });
+
+test("a signer that can no longer work (its PKCS#11 thread stopped) is dropped and opened again on the next request", async () => {
+  const { ProfileRuntime } = await import("../../src/agent/profile-runtime");
+  const { X509Certificate } = await import("node:crypto");
+  const opened: Array<Awaited<ReturnType<typeof softwareSigner>>> = [];
+  const backend = testBackend({
+    openSigner: async () => {
+      const signer = await softwareSigner("EC-P256");
+      opened.push(signer);
+      if (opened.length > 1) return signer;
+      // The first signer behaves as one whose PKCS#11 thread stopped.
+      return { ...signer, sign: async () => Promise.reject(new RaError("internal", "PKCS11_THREAD_STOPPED", "the PKCS#11 thread stopped: test", { hint: "open it again" })) };
+    },
+  });
+  const { log, lines } = memoryLogger();
+  const rt = new ProfileRuntime({ name: "p", certificate: P11, ...ARNS, allowSigning: true } as never, { backend, log });
+  try {
+    const sts = stringToSign("AWS4-X509-ECDSA-SHA256");
+    await assert.rejects(rt.signStringToSign(sts), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED");
+    assert.equal((await rt.status()).signer, "not-open", "the unusable signer was dropped");
+    const ok = await rt.signStringToSign(sts);
+    const publicKey = new X509Certificate(Buffer.from(opened[1].certificate)).publicKey;
+    assert.ok(verify("sha256", Buffer.from(sts), { key: publicKey, dsaEncoding: "der" }, Buffer.from(ok.signature, "hex")), "signed by the reopened key");
+    assert.equal(backend.opens, 2, "opened again once");
+    assert.ok(lines.some((l) => l.includes("opened again on the next request")), lines.join("\n"));
+  } finally {
+    await rt.close();
+  }
+});

@@ -98,6 +98,18 @@ describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
     assert.doesNotMatch(text, /99999999/, "not even a wrong one");
   });
 
+  test("a thread that stops: its signers fail clearly; a new thread opens the key again and signs", async () => {
+    const k = key("ec-p256");
+    const asked: PinRequest[] = [];
+    const before = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, asked) });
+    await thread.terminateForTest();
+    await assert.rejects(before.sign(Buffer.from("after the crash")), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED" && !!e.hint);
+    const again = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, asked) });
+    const message = Buffer.from("signed by the new thread");
+    assert.ok(verify("sha256", message, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, await again.sign(message)));
+    await assert.rejects(before.sign(message), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED", "a signer of the old thread stays unusable");
+  });
+
   test("listing through the thread sees the tokens without logging in", async () => {
     const modules = await thread.list({ modulePaths: [hsm.modulePath] });
     const labels = modules.flatMap((m) => (m.slots ?? []).map((s) => s.token?.label));

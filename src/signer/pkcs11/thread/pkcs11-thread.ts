@@ -39,6 +39,13 @@ export class Pkcs11Thread {
   #pinChannels = new Map<number, PinProvider>();
   #nextChannel = 1;
   #closed = false;
+  /** Bumped each time a thread stops: signers opened before are unusable. */
+  #generation = 0;
+
+  /** How many times a thread stopped; signers remember the value they were opened at. */
+  get generation(): number {
+    return this.#generation;
+  }
 
   #start(): Worker {
     const worker = new Worker(join(__dirname, "thread-main.js"), {
@@ -57,10 +64,9 @@ export class Pkcs11Thread {
   #failAll(worker: Worker, e: Error): void {
     if (this.#worker !== worker) return;
     this.#worker = undefined;
+    if (!this.#closed) this.#generation++;
     if (!this.#closed) logger.error("the PKCS#11 thread stopped", { error: e.message });
-    const err = new RaError("internal", "PKCS11_THREAD_STOPPED", `the PKCS#11 thread stopped: ${e.message}`, {
-      hint: "the token operation did not finish; retry, and report the log if it happens again",
-    });
+    const err = threadStoppedError(e.message);
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
   }
@@ -124,7 +130,7 @@ export class Pkcs11Thread {
     if (pin) this.#pinChannels.set(channel, pin);
     try {
       const d = await this.call<SignerDescription>({ op: "open", options, pinChannel: channel });
-      return new ThreadedPkcs11Signer(this, d, () => this.#pinChannels.delete(channel));
+      return new ThreadedPkcs11Signer(this, d, this.#generation, () => this.#pinChannels.delete(channel));
     } catch (e) {
       this.#pinChannels.delete(channel);
       throw e;
@@ -136,6 +142,15 @@ export class Pkcs11Thread {
     return this.call<ModuleListing[]>({ op: "list", options });
   }
 
+  /**
+   * Ends the thread at once, as a crash would (pending calls fail with
+   * `PKCS11_THREAD_STOPPED`; the next call starts a new thread). For tests.
+   * @internal
+   */
+  async terminateForTest(): Promise<void> {
+    await this.#worker?.terminate();
+  }
+
   /** Closes every signer, logs out, finalises the modules and stops the thread. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -145,6 +160,13 @@ export class Pkcs11Thread {
     this.#pinChannels.clear();
     if (worker) await worker.terminate();
   }
+}
+
+/** The error for work lost, or signers left behind, when the PKCS#11 thread stopped. */
+function threadStoppedError(why: string): RaError {
+  return new RaError("internal", "PKCS11_THREAD_STOPPED", `the PKCS#11 thread stopped: ${why}`, {
+    hint: "the token operation did not finish; the agent opens the key again on the next request; report the log if it happens again",
+  });
 }
 
 /**
@@ -168,11 +190,13 @@ export class ThreadedPkcs11Signer implements Signer {
   readonly #thread: Pkcs11Thread;
   readonly #id: number;
   readonly #onClose: () => void;
+  readonly #generation: number;
   #closed = false;
 
   /** @internal use {@link Pkcs11Thread.openSigner} */
-  constructor(thread: Pkcs11Thread, d: SignerDescription, onClose: () => void) {
+  constructor(thread: Pkcs11Thread, d: SignerDescription, generation: number, onClose: () => void) {
     this.#thread = thread;
+    this.#generation = generation;
     this.#id = d.signer;
     this.#onClose = onClose;
     this.keyType = d.keyType;
@@ -187,10 +211,12 @@ export class ThreadedPkcs11Signer implements Signer {
 
   /**
    * Signs on the PKCS#11 thread.
-   * @throws the errors of {@link Pkcs11Signer.sign}
+   * @throws the errors of {@link Pkcs11Signer.sign}; `PKCS11_THREAD_STOPPED` when the
+   *   thread that opened this signer stopped (open the key again)
    */
   async sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
     if (this.#closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
+    if (this.#thread.generation !== this.#generation) throw threadStoppedError("this key was opened in a thread that is gone");
     return asBuffer(await this.#thread.call<Uint8Array>({ op: "sign", signer: this.#id, message, digest }));
   }
 
