@@ -148,3 +148,19 @@ describe("SignTiming: C_Sign in place for quick keys, on libuv's pool for slow o
     assert.equal(t.usePool(), false);
   });
 });
+
+describe("Outbox: one postMessage per event-loop turn", () => {
+  test("messages queued in one turn go together; a lone message goes as itself", async () => {
+    const { Outbox, unbatch } = await import("../../src/signer/pkcs11/thread/messages");
+    const posted: unknown[] = [];
+    const outbox = new Outbox<{ op: string; n: number }>((m) => posted.push(m));
+    for (let n = 0; n < 3; n++) outbox.push({ op: "reply", n });
+    assert.equal(posted.length, 0, "nothing is posted before the turn ends");
+    await new Promise((r) => setImmediate(r));
+    assert.equal(posted.length, 1);
+    assert.deepEqual(unbatch(posted[0] as never).map((m: { n: number }) => m.n), [0, 1, 2]);
+    outbox.push({ op: "reply", n: 3 });
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(posted[1], { op: "reply", n: 3 });
+  });
+});

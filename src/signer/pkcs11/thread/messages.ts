@@ -93,6 +93,47 @@ export function deserializeError(s: SerializedError): RaError {
   return e;
 }
 
+/** Several messages sent as one (see {@link Outbox}). */
+export interface MessageBatch<T> {
+  op: "batch";
+  messages: T[];
+}
+
+/**
+ * Sends messages to the other thread once per event-loop turn: every message
+ * queued during a turn goes in one `postMessage`. Under load (many signatures in
+ * flight) this saves a cross-thread wake-up per message, and the replies that
+ * arrive together answer their HTTP requests in the same turn.
+ */
+export class Outbox<T> {
+  #queue: T[] = [];
+  #scheduled = false;
+
+  constructor(private readonly post: (message: T | MessageBatch<T>) => void) {}
+
+  /** Queues `message`; it is posted at the end of this event-loop turn. */
+  push(message: T): void {
+    this.#queue.push(message);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Posts what is queued now. */
+  flush(): void {
+    this.#scheduled = false;
+    const queue = this.#queue;
+    if (queue.length === 0) return;
+    this.#queue = [];
+    this.post(queue.length === 1 ? queue[0] : { op: "batch", messages: queue });
+  }
+}
+
+/** The messages in `message`: itself, or those of a batch. */
+export function unbatch<T extends { op: string }>(message: T | MessageBatch<T>): T[] {
+  return message.op === "batch" ? (message as MessageBatch<T>).messages : [message as T];
+}
+
 /** A Uint8Array that arrived through postMessage, as a Buffer over the same memory. */
 export function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -16,7 +16,7 @@ import type { DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } from "../..
 import type { ModuleListing } from "../enumerate";
 import type { PinProvider } from "../pin";
 import type { Pkcs11SignerOptions, Pkcs11SignerStatus, Pkcs11TokenInfo } from "../signer";
-import { asBuffer, deserializeError, LogRecord, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadListOptions, ThreadReply, ThreadRequest } from "./messages";
+import { asBuffer, deserializeError, LogRecord, MessageBatch, Outbox, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadListOptions, ThreadReply, ThreadRequest, unbatch } from "./messages";
 import type { ThreadStartData } from "./thread-main";
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
@@ -39,6 +39,7 @@ export class Pkcs11Thread {
   #pinChannels = new Map<number, PinProvider>();
   #nextChannel = 1;
   #closed = false;
+  #outbox?: Outbox<ThreadRequest>;
   /** Bumped each time a thread stops: signers opened before are unusable. */
   #generation = 0;
 
@@ -53,7 +54,10 @@ export class Pkcs11Thread {
       workerData: { logForwarding: { level: logger.level } } satisfies ThreadStartData,
       resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_GENERATION_MB },
     });
-    worker.on("message", (msg: ThreadReply | PinAsk | LogRecord) => this.#onMessage(msg));
+    worker.on("message", (msg: ThreadReply | PinAsk | LogRecord | MessageBatch<ThreadReply>) => {
+      for (const m of unbatch(msg)) this.#onMessage(m);
+    });
+    this.#outbox = new Outbox<ThreadRequest>((m) => worker.postMessage(m));
     worker.on("error", (e) => this.#failAll(worker, e));
     worker.on("exit", (code) => this.#failAll(worker, new Error(`it exited with code ${code}`)));
     worker.unref();
@@ -115,7 +119,7 @@ export class Pkcs11Thread {
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       if (this.#pending.size === 1) worker.ref();
-      worker.postMessage({ ...body, id } as ThreadRequest);
+      this.#outbox!.push({ ...body, id } as ThreadRequest);
     });
   }
 

@@ -15,7 +15,7 @@ import { listPkcs11 } from "../enumerate";
 import type { PinProvider, PinResult } from "../pin";
 import { closeAllPkcs11 } from "../index";
 import { openPkcs11Signer, Pkcs11Signer } from "../signer";
-import { deserializeError, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadReply, ThreadRequest } from "./messages";
+import { deserializeError, MessageBatch, Outbox, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadReply, ThreadRequest, unbatch } from "./messages";
 
 /** What the main thread passes at start. */
 export interface ThreadStartData {
@@ -90,7 +90,13 @@ async function run(req: ThreadRequest): Promise<unknown> {
   }
 }
 
-port.on("message", (msg: ThreadRequest | PinAnswer) => {
+const replies = new Outbox<ThreadReply>((m) => port.postMessage(m));
+
+port.on("message", (received: ThreadRequest | PinAnswer | MessageBatch<ThreadRequest | PinAnswer>) => {
+  for (const msg of unbatch(received)) handle(msg);
+});
+
+function handle(msg: ThreadRequest | PinAnswer): void {
   if (msg.op === "pin-answer") {
     const pending = pinAsks.get(msg.ask);
     pinAsks.delete(msg.ask);
@@ -100,7 +106,7 @@ port.on("message", (msg: ThreadRequest | PinAnswer) => {
     return;
   }
   run(msg).then(
-    (value) => port.postMessage({ op: "reply", id: msg.id, ok: true, value } satisfies ThreadReply),
-    (e: unknown) => port.postMessage({ op: "reply", id: msg.id, ok: false, error: serializeError(e) } satisfies ThreadReply),
+    (value) => replies.push({ op: "reply", id: msg.id, ok: true, value }),
+    (e: unknown) => replies.push({ op: "reply", id: msg.id, ok: false, error: serializeError(e) }),
   );
-});
+}
