@@ -1,7 +1,8 @@
 /**
  * Entry point of the PKCS#11 thread (a worker_threads Worker started by
- * {@link ../pkcs11-thread}). Every PKCS#11 call of the process runs here: module
- * loading, token search, C_Login, C_SignInit, C_Sign, recovery and enumeration.
+ * {@link ../pkcs11-thread}). In a process that uses it (the agent, `serve`,
+ * `update`) every PKCS#11 call runs here: module loading, token search, C_Login,
+ * C_SignInit, C_Sign, recovery and enumeration.
  * The main thread's event loop never waits on a token (a TPM takes 5-8 ms per
  * signature and serialises everything; a smart card's C_Login takes longer).
  *
@@ -10,6 +11,7 @@
  * same modules, because C_Finalize in one thread would end the other's sessions.
  */
 import { parentPort } from "node:worker_threads";
+import { RaError } from "../../../errors";
 import type { LogForwarding } from "../../../log/forwarding-logger";
 import { listPkcs11 } from "../enumerate";
 import type { PinProvider, PinResult } from "../pin";
@@ -45,7 +47,7 @@ function remotePinProvider(channel: number): PinProvider {
 
 function signerOf(id: number): Pkcs11Signer {
   const s = signers.get(id);
-  if (!s) throw deserializeError({ kind: "internal", code: "SIGNER_CLOSED", message: "the PKCS#11 signer was closed", hint: "open it again" });
+  if (!s) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
   return s;
 }
 
