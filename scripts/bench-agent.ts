@@ -50,6 +50,12 @@ function fmt(n: number, digits = 1): string {
   return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
+/** CPU time (user + system, all threads) a process has used, ms. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks: USER_HZ is 100 on Linux
+}
+
 /** RSS and its anonymous (private heap) part, MiB. RSS includes ~40 MB of the node executable's shared pages. */
 function memMb(pid: number): { rss: number; anon: number } {
   const s = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
@@ -114,6 +120,8 @@ interface LoadResult {
   rps: number;
   p50ms: number;
   p99ms: number;
+  /** Requests answered including the warm-up (for CPU per request). */
+  allCount?: number;
 }
 
 /** Closed-loop load generator over keep-alive connections. */
@@ -230,10 +238,10 @@ async function pipelineLoad(a: PipelineArgs): Promise<LoadResult> {
         });
       }
     });
-  await phase(a.warmupMs);
+  const warm = await phase(a.warmupMs);
   const r = await phase(a.durationMs);
   clearInterval(refresh);
-  return { count: r.count, errors: r.errors, seconds: r.seconds, rps: r.count / r.seconds, p50ms: NaN, p99ms: NaN };
+  return { count: r.count, errors: r.errors, seconds: r.seconds, rps: r.count / r.seconds, p50ms: NaN, p99ms: NaN, allCount: warm.count + r.count };
 }
 
 /** A bare node HTTP server on a Unix socket answering a fixed body: the floor for (c). */
@@ -471,11 +479,13 @@ async function main(): Promise<void> {
       const rawArgs = { conf: prov.softhsmConf, tokenLabel: "bench", pin: token.pin, keyLabel, keyType, durationMs: dur };
       const rawSync = await runRole<{ rps: number }>("raw-sign", { ...rawArgs, mode: "sync", sessions: 1 } satisfies RawSignArgs);
       const rawAsync = await runRole<{ rps: number }>("raw-sign", { ...rawArgs, mode: "async", sessions: 4 } satisfies RawSignArgs);
+      const cpuBefore = cpuMs(pid);
       const viaAgent = await runRole<LoadResult>("pipeline-load", { socket, path: `/v1/sign/${profileName}`, signAlgorithm: alg, connections: 4, depth: 4, durationMs: dur, warmupMs: 500 } satisfies PipelineArgs);
       if (viaAgent.errors) throw new Error(`signing through the agent: ${viaAgent.errors} errors`);
       e[`${keyType}.rawSync1`] = rawSync.rps;
       e[`${keyType}.rawAsync4`] = rawAsync.rps;
       e[`${keyType}.agent`] = viaAgent.rps;
+      e[`${keyType}.agentCpuMicrosPerSignature`] = ((cpuMs(pid) - cpuBefore) * 1000) / (viaAgent.allCount ?? viaAgent.count);
       e[`${keyType}.ratioVsRawSync`] = viaAgent.rps / rawSync.rps;
       e[`${keyType}.ratioVsBestRaw`] = viaAgent.rps / Math.max(rawSync.rps, rawAsync.rps);
     }
@@ -520,6 +530,7 @@ async function main(): Promise<void> {
     "(e) signatures/s on the same SoftHSM key",
     `    RSA-2048: raw pkcs11js sync 1 session ${fmt(e["RSA.rawSync1"], 0)}, async 4 sessions ${fmt(e["RSA.rawAsync4"], 0)}, through the agent ${fmt(e["RSA.agent"], 0)}: ${fmt(e["RSA.ratioVsRawSync"] * 100, 0)} % of sync (${ok(e["RSA.ratioVsRawSync"] >= 0.8)}), ${fmt(e["RSA.ratioVsBestRaw"] * 100, 0)} % of the best raw`,
     `    EC P-256: raw pkcs11js sync 1 session ${fmt(e["EC.rawSync1"], 0)}, async 4 sessions ${fmt(e["EC.rawAsync4"], 0)}, through the agent ${fmt(e["EC.agent"], 0)}: ${fmt(e["EC.ratioVsRawSync"] * 100, 0)} % of sync (${ok(e["EC.ratioVsRawSync"] >= 0.8)}), ${fmt(e["EC.ratioVsBestRaw"] * 100, 0)} % of the best raw`,
+    `    agent CPU per signature (all threads, HTTP included): RSA ${fmt(e["RSA.agentCpuMicrosPerSignature"], 0)} µs, EC ${fmt(e["EC.agentCpuMicrosPerSignature"], 0)} µs; raw sync spends ${fmt(1e6 / e["RSA.rawSync1"], 0)} / ${fmt(1e6 / e["EC.rawSync1"], 0)} µs`,
     "",
   ];
   process.stdout.write(lines.join("\n"));
