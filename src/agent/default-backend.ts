@@ -14,6 +14,9 @@ import type { KeyListing, ProfileBackend, TokenStatus } from "./backend";
 import type { ProfileConfig } from "./config";
 
 type Pkcs11Api = typeof import("../signer/pkcs11/pin");
+
+/** How long `GET /v1/status` waits for a look at a token before it shows the last known state. */
+const STATUS_PROBE_WAIT_MS = 1_000;
 type Pkcs11Thread = import("../signer/pkcs11/thread/pkcs11-thread").Pkcs11Thread;
 type RolesAnywhereApi = typeof import("../rolesanywhere/index");
 
@@ -142,8 +145,16 @@ export function createDefaultBackend(): ProfileBackend {
     },
 
     async tokenStatus(signer: Signer): Promise<TokenStatus | undefined> {
-      // A look at the token (C_GetTokenInfo on the PKCS#11 thread): a pulled card shows as absent at once.
-      const s = await (signer as { probe?: () => Promise<import("../signer/pkcs11/signer").Pkcs11SignerStatus> }).probe?.();
+      // A look at the token (C_GetSlotInfo/C_GetTokenInfo on the PKCS#11 thread): a pulled card shows as
+      // absent at once. The thread may be busy (a login, a PIN prompt, a hung reader): after
+      // STATUS_PROBE_WAIT_MS the last known state is shown instead, marked stale.
+      type Status = import("../signer/pkcs11/signer").Pkcs11SignerStatus;
+      const p11 = signer as { probe?: () => Promise<Status>; lastStatus?: Status };
+      if (!p11.probe) return undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), STATUS_PROBE_WAIT_MS)));
+      const fresh = await Promise.race([p11.probe().catch(() => undefined), late]).finally(() => clearTimeout(timer));
+      const s = fresh ?? p11.lastStatus;
       if (!s) return undefined;
       return {
         present: s.present,
@@ -161,6 +172,7 @@ export function createDefaultBackend(): ProfileBackend {
         recoveries: s.recoveries,
         sessions: s.sessions,
         lastError: s.lastError,
+        ...(fresh ? {} : { stale: true }),
       };
     },
 

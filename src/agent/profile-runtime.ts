@@ -116,7 +116,7 @@ export class ProfileRuntime {
     }
     const signer = await this.getSigner();
     parseStringToSign(text, signer.algorithm, this.clock.now());
-    const signature = await this.useSigner(() => signer.sign(Buffer.from(text, "utf8"), "SHA256"));
+    const signature = await this.useSigner((s) => s.sign(Buffer.from(text, "utf8"), "SHA256"));
     this.signatures++;
     return { algorithm: signer.algorithm, signature: signature.toString("hex") };
   }
@@ -212,27 +212,30 @@ export class ProfileRuntime {
   }
 
   private async fetchCredentials(): Promise<AwsCredentials> {
-    const signer = await this.getSigner();
-    return this.useSigner(() => this.options.backend.createSession(signer, this.config));
+    return this.useSigner((signer) => this.options.backend.createSession(signer, this.config));
   }
 
   /**
-   * Runs an operation on the signer; a PIN error blocks the signer, and a signer
-   * that can no longer work (its PKCS#11 thread stopped) is dropped, to be opened
-   * again on the next request.
+   * Runs an operation on the profile's signer (opening it if needed). A PIN error
+   * blocks the signer. A signer that can no longer work (its PKCS#11 thread
+   * stopped) is dropped and the key opened again, once: nothing reached the token,
+   * and the reopen uses the same PIN source, so no refused PIN is tried again.
    */
-  private async useSigner<T>(op: () => Promise<T>): Promise<T> {
-    const used = this.signer;
-    try {
-      return await op();
-    } catch (e) {
-      if (e instanceof RaError && e.kind === "pin") this.blockPin(e);
-      if (e instanceof RaError && UNUSABLE_SIGNER.has(e.code) && used && this.signer === used) {
-        this.signer = undefined;
-        this.options.log.warn(`profile "${this.name}": the key is no longer usable (${e.code}); it is opened again on the next request`, { profile: this.name, code: e.code });
-        void used.close().catch(() => undefined);
+  private async useSigner<T>(op: (signer: Signer) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const signer = await this.getSigner();
+      try {
+        return await op(signer);
+      } catch (e) {
+        if (e instanceof RaError && e.kind === "pin") this.blockPin(e);
+        if (!(e instanceof RaError && UNUSABLE_SIGNER.has(e.code))) throw e;
+        if (this.signer === signer) {
+          this.signer = undefined;
+          this.options.log.warn(`profile "${this.name}": the key is no longer usable (${e.code}); opening it again`, { profile: this.name, code: e.code });
+          void signer.close().catch(() => undefined);
+        }
+        if (attempt >= 2) throw e;
       }
-      throw e;
     }
   }
 

@@ -278,16 +278,17 @@ test("agentRequest times out against a silent listener", async () => {
   }
 });
 
-test("a signer that can no longer work (its PKCS#11 thread stopped) is dropped and opened again on the next request", async () => {
+test("a signer that can no longer work (its PKCS#11 thread stopped) is dropped and the key opened again, once", async () => {
   const { ProfileRuntime } = await import("../../src/agent/profile-runtime");
   const { X509Certificate } = await import("node:crypto");
   const opened: Array<Awaited<ReturnType<typeof softwareSigner>>> = [];
+  let stopped = 1;
   const backend = testBackend({
     openSigner: async () => {
       const signer = await softwareSigner("EC-P256");
       opened.push(signer);
-      if (opened.length > 1) return signer;
-      // The first signer behaves as one whose PKCS#11 thread stopped.
+      // The first `stopped` signers behave as ones whose PKCS#11 thread stopped.
+      if (opened.length > stopped) return signer;
       return { ...signer, sign: async () => Promise.reject(new RaError("internal", "PKCS11_THREAD_STOPPED", "the PKCS#11 thread stopped: test", { hint: "open it again" })) };
     },
   });
@@ -295,14 +296,21 @@ test("a signer that can no longer work (its PKCS#11 thread stopped) is dropped a
   const rt = new ProfileRuntime({ name: "p", certificate: P11, ...ARNS, allowSigning: true } as never, { backend, log });
   try {
     const sts = stringToSign("AWS4-X509-ECDSA-SHA256");
-    await assert.rejects(rt.signStringToSign(sts), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED");
-    assert.equal((await rt.status()).signer, "not-open", "the unusable signer was dropped");
     const ok = await rt.signStringToSign(sts);
-    const publicKey = new X509Certificate(Buffer.from(opened[1].certificate)).publicKey;
+    const publicKey = new X509Certificate(Buffer.from(opened[opened.length - 1].certificate)).publicKey;
     assert.ok(verify("sha256", Buffer.from(sts), { key: publicKey, dsaEncoding: "der" }, Buffer.from(ok.signature, "hex")), "signed by the reopened key");
-    assert.equal(backend.opens, 2, "opened again once");
-    assert.ok(lines.some((l) => l.includes("opened again on the next request")), lines.join("\n"));
+    assert.equal(backend.opens, 2, "opened at first use, then again once after the thread stopped");
+    assert.ok(lines.some((l) => l.includes("opening it again")), lines.join("\n"));
+    // Twice in a row: the request fails with the error instead of looping.
+    stopped = opened.length + 2;
   } finally {
     await rt.close();
+  }
+  const rt2 = new ProfileRuntime({ name: "q", certificate: P11, ...ARNS, allowSigning: true } as never, { backend, log });
+  try {
+    await assert.rejects(rt2.signStringToSign(stringToSign("AWS4-X509-ECDSA-SHA256")), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED");
+    assert.equal((await rt2.status()).signer, "not-open");
+  } finally {
+    await rt2.close();
   }
 });

@@ -108,6 +108,10 @@ describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
     const message = Buffer.from("signed by the new thread");
     assert.ok(verify("sha256", message, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, await again.sign(message)));
     await assert.rejects(before.sign(message), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED", "a signer of the old thread stays unusable");
+    await assert.rejects(before.probe(), (e: unknown) => e instanceof RaError && e.code === "PKCS11_THREAD_STOPPED");
+    // Signer numbers start again in the new thread: closing the old signer must not close the new one.
+    await before.close();
+    assert.ok(verify("sha256", message, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, await again.sign(message)), "the new signer still works");
   });
 
   test("listing through the thread sees the tokens without logging in", async () => {

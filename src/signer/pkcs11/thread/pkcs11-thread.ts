@@ -55,7 +55,7 @@ export class Pkcs11Thread {
       resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_GENERATION_MB },
     });
     worker.on("message", (msg: ThreadReply | PinAsk | LogRecord | MessageBatch<ThreadReply>) => {
-      for (const m of unbatch(msg)) this.#onMessage(m);
+      for (const m of unbatch(msg)) this.#onMessage(m, worker);
     });
     this.#outbox = new Outbox<ThreadRequest>((m) => worker.postMessage(m));
     worker.on("error", (e) => this.#failAll(worker, e));
@@ -75,7 +75,7 @@ export class Pkcs11Thread {
     this.#pending.clear();
   }
 
-  #onMessage(msg: ThreadReply | PinAsk | LogRecord): void {
+  #onMessage(msg: ThreadReply | PinAsk | LogRecord, from: Worker): void {
     switch (msg.op) {
       case "reply": {
         const p = this.#pending.get(msg.id);
@@ -87,7 +87,7 @@ export class Pkcs11Thread {
         return;
       }
       case "pin":
-        void this.#answerPin(msg);
+        void this.#answerPin(msg, from);
         return;
       case "log":
         logger.log(msg.level, msg.message, msg.meta);
@@ -95,7 +95,12 @@ export class Pkcs11Thread {
     }
   }
 
-  async #answerPin(ask: PinAsk): Promise<void> {
+  /**
+   * Answers a PIN request of thread `from`. The answer goes to that thread only: a
+   * thread that stopped while a PIN source was slow must not pass its PIN to the
+   * next thread, whose request numbers start again.
+   */
+  async #answerPin(ask: PinAsk, from: Worker): Promise<void> {
     let answer: PinAnswer;
     try {
       const provider = this.#pinChannels.get(ask.channel);
@@ -103,7 +108,7 @@ export class Pkcs11Thread {
     } catch (e) {
       answer = { op: "pin-answer", ask: ask.ask, ok: false, error: serializeError(e) };
     }
-    this.#worker?.postMessage(answer);
+    if (this.#worker === from) from.postMessage(answer);
   }
 
   /**
@@ -196,6 +201,8 @@ export class ThreadedPkcs11Signer implements Signer {
   readonly #onClose: () => void;
   readonly #generation: number;
   #closed = false;
+  #probing?: Promise<Pkcs11SignerStatus>;
+  #lastStatus?: Pkcs11SignerStatus;
 
   /** @internal use {@link Pkcs11Thread.openSigner} */
   constructor(thread: Pkcs11Thread, d: SignerDescription, generation: number, onClose: () => void) {
@@ -221,17 +228,31 @@ export class ThreadedPkcs11Signer implements Signer {
   async sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
     if (this.#closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
     if (this.#thread.generation !== this.#generation) throw threadStoppedError("this key was opened in a thread that is gone");
-    return asBuffer(await this.#thread.call<Uint8Array>({ op: "sign", signer: this.#id, message, digest }));
+    // An exact-size copy: a small pooled Buffer would carry its whole 8 KiB pool block across.
+    return asBuffer(await this.#thread.call<Uint8Array>({ op: "sign", signer: this.#id, message: new Uint8Array(message), digest }));
   }
 
   /** Cached token state (no token I/O), from the thread. */
   status(): Promise<Pkcs11SignerStatus> {
-    return this.#thread.call<Pkcs11SignerStatus>({ op: "status", signer: this.#id, probe: false });
+    return this.#statusCall(false);
   }
 
   /** Token state with a fresh look at the token (presence, PIN flags); never logs in. */
   probe(): Promise<Pkcs11SignerStatus> {
-    return this.#thread.call<Pkcs11SignerStatus>({ op: "status", signer: this.#id, probe: true });
+    // One look at a time: status polls must not pile up on the thread that signs.
+    this.#probing ??= this.#statusCall(true).finally(() => (this.#probing = undefined));
+    return this.#probing;
+  }
+
+  /** The last status the thread reported (no call), if any. */
+  get lastStatus(): Pkcs11SignerStatus | undefined {
+    return this.#lastStatus;
+  }
+
+  async #statusCall(probe: boolean): Promise<Pkcs11SignerStatus> {
+    if (this.#thread.generation !== this.#generation) throw threadStoppedError("this key was opened in a thread that is gone");
+    this.#lastStatus = await this.#thread.call<Pkcs11SignerStatus>({ op: "status", signer: this.#id, probe });
+    return this.#lastStatus;
   }
 
   /** Releases this signer's hold on the token. Idempotent. */
@@ -239,6 +260,8 @@ export class ThreadedPkcs11Signer implements Signer {
     if (this.#closed) return;
     this.#closed = true;
     this.#onClose();
+    // Signer numbers start again in a new thread: never close another signer's number.
+    if (this.#thread.generation !== this.#generation) return;
     await this.#thread.call({ op: "close", signer: this.#id }).catch(() => undefined);
   }
 }

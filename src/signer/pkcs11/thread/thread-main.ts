@@ -71,7 +71,8 @@ async function run(req: ThreadRequest): Promise<unknown> {
       return description;
     }
     case "sign":
-      return signerOf(req.signer).sign(req.message, req.digest);
+      // An exact-size copy back (see ThreadedPkcs11Signer.sign).
+      return new Uint8Array(await signerOf(req.signer).sign(req.message, req.digest));
     case "status": {
       const signer = signerOf(req.signer);
       return req.probe ? signer.probe() : signer.status();
