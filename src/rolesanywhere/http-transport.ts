@@ -66,6 +66,39 @@ export class ResponseTooLargeError extends Error {
 type TlsOptions = Pick<https.RequestOptions, "minVersion" | "rejectUnauthorized" | "ca" | "checkServerIdentity">;
 type ProxyAgentClass = typeof HttpsProxyAgent;
 
+/** Request option read by {@link requestScopedProxyAgent}: aborted when `post` gives up on the request. */
+const ABANDON = "raAgentAbandon";
+
+/**
+ * https-proxy-agent whose CONNECT ends when its request is given up: a request
+ * that times out before the proxy answered must not leave the socket to the proxy
+ * open (in the agent, a silent proxy would otherwise cost one socket per attempt).
+ * A request given up before it has a socket never emits `close`, so `post` passes
+ * its own signal in the request options, which agent-base hands to `connect()`.
+ * @remarks https-proxy-agent 7 reads `connectOpts` synchronously at the start of
+ *   `connect()`, so each CONNECT gets its own signal here.
+ */
+function requestScopedProxyAgent(Base: ProxyAgentClass): ProxyAgentClass {
+  return class RequestScopedProxyAgent extends Base<string> {
+    override connect(req: http.ClientRequest, opts: Parameters<HttpsProxyAgent<string>["connect"]>[1]): ReturnType<HttpsProxyAgent<string>["connect"]> {
+      const given = (opts as unknown as Record<string, AbortSignal | undefined>)[ABANDON];
+      const shared = this.connectOpts;
+      const own = new AbortController();
+      // Not AbortSignal.any: on node 20 its combined signal can be collected before it fires.
+      for (const signal of [shared.signal, given]) {
+        if (signal?.aborted) own.abort();
+        else signal?.addEventListener("abort", () => own.abort(), { once: true });
+      }
+      this.connectOpts = { ...shared, signal: own.signal };
+      try {
+        return super.connect(req, opts);
+      } finally {
+        this.connectOpts = shared;
+      }
+    }
+  } as ProxyAgentClass;
+}
+
 /**
  * Reads the CA bundle the options name, if any.
  * @throws RaError `UNREADABLE_FILE`, `INVALID_CA_BUNDLE` (no PEM certificate in it).
@@ -117,7 +150,7 @@ export class HttpTransport {
     // TooTallNate's proxy-agents (https-proxy-agent): the CONNECT tunnel, proxy
     // authentication from the URL, TLS to https:// proxies and 407 handling. 7.x is
     // its last CommonJS line; loaded lazily so that the direct path does not pay for it.
-    const ProxyAgent = proxy?.httpProxy || proxy?.httpsProxy ? (await import("https-proxy-agent")).HttpsProxyAgent : undefined;
+    const ProxyAgent = proxy?.httpProxy || proxy?.httpsProxy ? requestScopedProxyAgent((await import("https-proxy-agent")).HttpsProxyAgent) : undefined;
     return new HttpTransport(tls, proxy, ProxyAgent);
   }
 
@@ -161,13 +194,17 @@ export class HttpTransport {
         // endpoint, so node would check the certificate against "localhost": name the endpoint.
         ...(secure && proxied ? { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(url.hostname.replace(/^\[|\]$/g, ""), cert) } : {}),
       };
+      const abandon = new AbortController();
+      if (proxied) (options as Record<string, unknown>)[ABANDON] = abandon.signal;
       let settled = false;
       const finish = (error: Error | undefined, response?: HttpResponse): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         if (error) {
-          // A socket with an unread or half-sent exchange cannot be reused: destroy it.
+          // A socket with an unread or half-sent exchange cannot be reused: destroy it,
+          // and a CONNECT still waiting for the proxy with it.
+          abandon.abort();
           req.destroy();
           reject(error);
         } else {

@@ -342,7 +342,7 @@ test("TLS: a server offering only TLS 1.1 or older is refused (TLS 1.2 minimum);
  * A CONNECT proxy on loopback. `answer` replaces the tunnel: a status line to send
  * back (e.g. 407), or "silent" to never answer.
  */
-async function startProxy(t: TestContext, answer?: string): Promise<{ url: string; connects: string[]; sockets: Set<Socket> }> {
+async function startProxy(t: TestContext, answer?: string): Promise<{ url: string; connects: string[]; sockets: Set<Socket>; proxyServer: import("node:http").Server }> {
   const connects: string[] = [];
   const proxy = createHttpServer();
   proxy.on("connect", (req: IncomingMessage, client: Socket, head: Buffer) => {
@@ -364,7 +364,7 @@ async function startProxy(t: TestContext, answer?: string): Promise<{ url: strin
   proxy.listen(0, "127.0.0.1");
   await once(proxy, "listening");
   t.after(() => (proxySockets.forEach((s) => s.destroy()), proxy.close()));
-  return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, connects, sockets: proxySockets };
+  return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, connects, sockets: proxySockets, proxyServer: proxy };
 }
 
 test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY bypasses it; without the flag no proxy is used", async (t) => {
@@ -420,11 +420,20 @@ test("--with-proxy: a 407 is a clear proxy error; a bad proxy URL is a usage err
 
   const silent = await startProxy(t, "silent");
   const client = new CreateSessionClient({ maxAttempts: 1, timeoutMs: 300, withProxy: true, proxy: { httpProxy: silent.url, noProxy: "" } });
-  await assert.rejects(client.createSession(params(signer, url)), { code: "SERVICE_TIMEOUT" });
+  const [first] = await Promise.all([
+    new Promise<Socket>((resolve) => silent.proxyServer.once("connection", resolve)),
+    assert.rejects(client.createSession(params(signer, url)), { code: "SERVICE_TIMEOUT" }),
+  ]);
   assert.equal(silent.connects.length, 1);
-  const [pending] = silent.sockets;
-  const ended = once(pending, "end");
+  // The timed-out attempt's CONNECT is abandoned at once, without close(): no socket per attempt piles up.
+  if (first.readableEnded === false) await once(first, "end");
+  // close() ends a CONNECT still waiting too, so the process can exit.
+  const waiting = new Promise<Socket>((resolve) => silent.proxyServer.once("connection", resolve));
+  const pendingCall = client.createSession(params(signer, url)).then(() => undefined, (e: unknown) => e);
+  const second = await waiting;
+  const ended = once(second, "end");
   await client.close();
-  await ended; // the CONNECT still waiting for an answer is abandoned, so the process can exit
+  await ended;
+  assert.ok((await pendingCall) instanceof Error, "the call that was waiting fails");
   assert.equal(received.length, 0);
 });
