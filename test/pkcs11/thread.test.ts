@@ -122,38 +122,49 @@ describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
 });
 
 describe("SignTiming: C_Sign in place for quick keys, on libuv's pool for slow ones", () => {
-  test("the first signatures are made in place and timed", () => {
+  /** Feeds the first (ignored) signature and WARM_UP samples of `micros`. */
+  const warmed = (micros: number, first = micros) => {
     const t = new SignTiming();
+    assert.equal(t.usePool(), false);
+    t.record(first);
     for (let i = 0; i < SignTiming.WARM_UP; i++) {
-      assert.equal(t.usePool(), false);
-      t.record(50);
+      assert.equal(t.usePool(), false, "the first signatures are made in place and timed");
+      t.record(micros);
     }
-    assert.equal(t.usePool(), false, "a quick key stays in place");
+    return t;
+  };
+
+  test("a quick key stays in place", () => {
+    assert.equal(warmed(50).usePool(), false);
   });
 
   test("a slow key goes to the pool, with one timed sample in RESAMPLE_EVERY", () => {
-    const t = new SignTiming();
-    for (let i = 0; i < SignTiming.WARM_UP; i++) {
-      t.usePool();
-      t.record(2_000);
-    }
+    const t = warmed(2_000);
     let inPlace = 0;
     for (let i = 0; i < SignTiming.RESAMPLE_EVERY * 4; i++) if (!t.usePool()) inPlace++;
     assert.equal(inPlace, 4);
   });
 
   test("a key that becomes quick moves back in place", () => {
-    const t = new SignTiming();
-    for (let i = 0; i < SignTiming.WARM_UP; i++) {
-      t.usePool();
-      t.record(2_000);
-    }
-    for (let i = 0; i < 40; i++) t.record(80);
+    const t = warmed(2_000);
+    for (let i = 0; i < SignTiming.WINDOW; i++) t.record(80);
+    assert.equal(t.usePool(), false);
+  });
+
+  test("a cold first signature does not count", () => {
+    assert.equal(warmed(25, 4_000).usePool(), false);
+  });
+
+  test("a few preempted samples do not move a quick key to the pool", () => {
+    const t = warmed(25);
+    // 3 of 8 samples slowed down by the scheduler: the median stays the token's time.
+    for (let i = 0; i < SignTiming.WINDOW; i++) t.record(i % 3 === 0 ? 4_000 : 25);
+    assert.equal(t.typicalMicros(), 25);
     assert.equal(t.usePool(), false);
   });
 });
 
-describe("Outbox: one postMessage per event-loop turn", () => {
+describe("Outbox: one postMessage per event-loop turn, or per full batch", () => {
   test("messages queued in one turn go together; a lone message goes as itself", async () => {
     const { Outbox, unbatch } = await import("../../src/signer/pkcs11/thread/messages");
     const posted: unknown[] = [];
@@ -166,5 +177,21 @@ describe("Outbox: one postMessage per event-loop turn", () => {
     outbox.push({ op: "reply", n: 3 });
     await new Promise((r) => setImmediate(r));
     assert.deepEqual(posted[1], { op: "reply", n: 3 });
+  });
+
+  test("a full batch is posted at once, the rest at the end of the turn", async () => {
+    const { Outbox, unbatch } = await import("../../src/signer/pkcs11/thread/messages");
+    const posted: unknown[] = [];
+    const outbox = new Outbox<{ op: string; n: number }>((m) => posted.push(m));
+    const total = 2 * Outbox.FLUSH_AT + 3;
+    for (let n = 0; n < total; n++) outbox.push({ op: "reply", n });
+    assert.equal(posted.length, 2, "two full batches went while the turn was still running");
+    await new Promise((r) => setImmediate(r));
+    assert.equal(posted.length, 3);
+    const all = posted.flatMap((m) => unbatch(m as never).map((x: { n: number }) => x.n));
+    assert.deepEqual(all, Array.from({ length: total }, (_, n) => n), "in order, none lost or repeated");
+    outbox.push({ op: "reply", n: total });
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(posted[3], { op: "reply", n: total }, "the next turn batches again");
   });
 });
