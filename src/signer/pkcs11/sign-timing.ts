@@ -31,12 +31,13 @@ export class SignTiming {
   private nextSlot = 0;
   private recorded = 0;
   private count = 0;
+  private typical = 0;
 
   /** True when this signature should go to libuv's pool; false: call C_Sign in place and {@link record} it. */
   usePool(): boolean {
     this.count++;
     if (this.window.length < SignTiming.WARM_UP) return false;
-    if (this.typicalMicros() <= SignTiming.POOL_THRESHOLD_MICROS) return false;
+    if (this.typical <= SignTiming.POOL_THRESHOLD_MICROS) return false;
     return this.count % SignTiming.RESAMPLE_EVERY !== 0;
   }
 
@@ -46,13 +47,13 @@ export class SignTiming {
     if (this.window.length < SignTiming.WINDOW) this.window.push(micros);
     else this.window[this.nextSlot] = micros;
     this.nextSlot = (this.nextSlot + 1) % SignTiming.WINDOW;
+    const sorted = [...this.window].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    this.typical = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   }
 
   /** Median of the recent samples, µs (0 before any). */
   typicalMicros(): number {
-    if (this.window.length === 0) return 0;
-    const sorted = [...this.window].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    return this.typical;
   }
 }
