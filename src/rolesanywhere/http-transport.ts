@@ -13,7 +13,7 @@ import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import type { HttpsProxyAgent } from "https-proxy-agent";
 import { usageError } from "../errors";
 import { logger } from "../log/logger";
-import { proxyFor, redactProxyUrl, resolveProxySettings, type ProxySettings, type ResolvedProxySettings } from "./proxy";
+import { proxyFor, redactProxyUrl, resolveProxySettings, splitProxyCredentials, type ProxySettings, type ResolvedProxySettings } from "./proxy";
 
 /** A response body larger than this is not a CreateSession answer. */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
@@ -165,7 +165,9 @@ export class HttpTransport {
     if (proxy && this.#ProxyAgent) {
       logger.debug("CreateSession goes through a proxy", { proxy: redactProxyUrl(proxy) });
       // The TLS settings also apply to an https:// proxy, as AWS_CA_BUNDLE did with undici.
-      agent = new this.#ProxyAgent(proxy, { ...common, ...this.#tls, signal: this.#closing.signal });
+      // The credentials go as a header: the agent's own URL (printed under DEBUG=https-proxy-agent) has none.
+      const { url: proxyUrl, headers } = splitProxyCredentials(proxy);
+      agent = new this.#ProxyAgent(proxyUrl, { ...common, ...this.#tls, headers, signal: this.#closing.signal });
     } else {
       agent = url.protocol === "https:" ? new https.Agent({ ...common, ...this.#tls }) : new http.Agent(common);
     }

@@ -39,8 +39,24 @@ export function redactProxyUrl(url: URL): string {
 }
 
 /**
+ * The proxy URL without `user:password@`, and the `Proxy-Authorization` header
+ * (Basic) that carries them instead. https-proxy-agent would build the same
+ * header from the URL, but it also prints its URL under `DEBUG=https-proxy-agent`.
+ */
+export function splitProxyCredentials(url: URL): { url: URL; headers: Record<string, string> } {
+  if (!url.username && !url.password) return { url, headers: {} };
+  const bare = new URL(url.href);
+  bare.username = "";
+  bare.password = "";
+  // Checked when the URL was parsed (parseProxyUrl), so this cannot throw.
+  const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+  return { url: bare, headers: { "Proxy-Authorization": `Basic ${Buffer.from(credentials).toString("base64")}` } };
+}
+
+/**
  * Parses a proxy URL as curl does: `host:port` without a scheme means http://.
- * @throws RaError `INVALID_PROXY` unless an http:// or https:// URL with a host.
+ * @throws RaError `INVALID_PROXY` unless an http:// or https:// URL with a host
+ *   and a user and password in valid percent-encoding.
  */
 function parseProxyUrl(value: string, name: string): URL {
   let url: URL | undefined;
@@ -52,6 +68,12 @@ function parseProxyUrl(value: string, name: string): URL {
   if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) {
     // The raw value may hold a password: name the variable, not its content.
     throw usageError("INVALID_PROXY", `${name} is not an http:// or https:// proxy URL`, `set ${name} to http://[user:password@]proxy.example.com:3128 (SOCKS proxies are not supported)`);
+  }
+  try {
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+  } catch {
+    throw usageError("INVALID_PROXY", `the user or password in ${name} is not valid percent-encoding`, "write a % in them as %25 (and @ as %40, : as %3A)");
   }
   return url;
 }

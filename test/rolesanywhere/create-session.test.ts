@@ -342,11 +342,13 @@ test("TLS: a server offering only TLS 1.1 or older is refused (TLS 1.2 minimum);
  * A CONNECT proxy on loopback. `answer` replaces the tunnel: a status line to send
  * back (e.g. 407), or "silent" to never answer.
  */
-async function startProxy(t: TestContext, answer?: string): Promise<{ url: string; connects: string[]; sockets: Set<Socket>; proxyServer: import("node:http").Server }> {
+async function startProxy(t: TestContext, answer?: string): Promise<{ url: string; connects: string[]; auths: (string | undefined)[]; sockets: Set<Socket>; proxyServer: import("node:http").Server }> {
   const connects: string[] = [];
+  const auths: (string | undefined)[] = [];
   const proxy = createHttpServer();
   proxy.on("connect", (req: IncomingMessage, client: Socket, head: Buffer) => {
     connects.push(req.url ?? "");
+    auths.push(req.headers["proxy-authorization"]);
     if (answer === "silent") return;
     if (answer) return void client.end(`${answer}\r\nProxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n`);
     const [host, port] = (req.url ?? "").split(":");
@@ -364,7 +366,7 @@ async function startProxy(t: TestContext, answer?: string): Promise<{ url: strin
   proxy.listen(0, "127.0.0.1");
   await once(proxy, "listening");
   t.after(() => (proxySockets.forEach((s) => s.destroy()), proxy.close()));
-  return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, connects, sockets: proxySockets, proxyServer: proxy };
+  return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, connects, auths, sockets: proxySockets, proxyServer: proxy };
 }
 
 test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY bypasses it; without the flag no proxy is used", async (t) => {
@@ -383,6 +385,58 @@ test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY
   await createSession({ ...params(signer, url), withProxy: false, proxy: { httpProxy: proxyUrl } });
   assert.equal(connects.length, 1, "no --with-proxy: direct");
   assert.equal(received.length, 3);
+});
+
+test("--with-proxy: the proxy's user and password go in Proxy-Authorization, never into the DEBUG=https-proxy-agent output", async (t) => {
+  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
+  const { url: proxyUrl, connects, auths } = await startProxy(t);
+  // A percent-encoded user and password, as they appear in HTTPS_PROXY.
+  const withCredentials = proxyUrl.replace("http://", "http://ops%40corp:s3cr%3At-h%25nter@");
+  const expected = `Basic ${Buffer.from("ops@corp:s3cr:t-h%nter").toString("base64")}`;
+
+  await createSession({ ...params(await makeSigner(), url), withProxy: true, proxy: { httpProxy: withCredentials, noProxy: "" } });
+  assert.deepEqual(auths, [expected]);
+
+  // The `debug` package reads DEBUG when it loads: run the call in a child process.
+  const ca = await createCa({ algorithm: "EC-P256" });
+  const { generateKeyPair } = await import("../../scripts/lib/pki");
+  const keys = await generateKeyPair("EC-P256");
+  const cert = await issueCertificate(ca, keys.publicKey, { subject: "CN=leaf" });
+  const src = join(__dirname, "../../src");
+  const script = [
+    `const { createPrivateKey } = require("node:crypto");`,
+    `const { FileSigner } = require(${JSON.stringify(join(src, "signer/file/file-signer"))});`,
+    `const { createSession } = require(${JSON.stringify(join(src, "rolesanywhere"))});`,
+    `const signer = new FileSigner(createPrivateKey(process.env.T_KEY), Buffer.from(process.env.T_CERT, "base64"), []);`,
+    `createSession({ signer, ...JSON.parse(process.env.T_PARAMS) }).then(() => console.log("ok"), (e) => { console.log(e.message); process.exitCode = 1; });`,
+  ].join("\n");
+  const { execFile } = await import("node:child_process");
+  const keyPem = await privateKeyToPem(keys.privateKey);
+  const child = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+    execFile(
+      process.execPath,
+      ["-e", script],
+      {
+        env: {
+          ...process.env,
+          DEBUG: "https-proxy-agent*,agent-base*",
+          T_KEY: keyPem,
+          T_CERT: Buffer.from(cert.rawData).toString("base64"),
+          T_PARAMS: JSON.stringify({ trustAnchorArn: TA, profileArn: PROFILE, roleArn: ROLE, endpoint: url, maxAttempts: 1, withProxy: true, proxy: { httpProxy: withCredentials, noProxy: "" } }),
+        },
+      },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve({ stdout, stderr })),
+    ),
+  );
+  assert.equal(child.stdout.trim(), "ok");
+  assert.match(child.stderr, /https-proxy-agent/, "the debug output was on");
+  assert.match(child.stderr, new RegExp(new URL(proxyUrl).port), "it names the proxy");
+  for (const secret of ["s3cr", "h%nter", "h%25nter", Buffer.from("ops@corp:s3cr:t-h%nter").toString("base64")]) {
+    assert.ok(!child.stderr.includes(secret), `the debug output holds no part of the password (${secret})`);
+  }
+  assert.deepEqual(auths, [expected, expected]);
+  assert.equal(connects.length, 2);
+  assert.equal(received.length, 2);
 });
 
 test("--with-proxy to an https endpoint: TLS (CA bundle, TLS 1.2+) runs inside the tunnel", async (t) => {

@@ -1,7 +1,7 @@
 /** Proxy choice under --with-proxy: environment fallbacks and NO_PROXY matching (pure functions). */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bypassesProxy, proxyFor, redactProxyUrl, resolveProxySettings } from "../../src/rolesanywhere/proxy";
+import { bypassesProxy, proxyFor, redactProxyUrl, resolveProxySettings, splitProxyCredentials } from "../../src/rolesanywhere/proxy";
 
 test("proxy settings: explicit values win, then lower-case, then upper-case variables; https falls back to the http proxy", () => {
   const env = { HTTP_PROXY: "http://upper:1", http_proxy: "http://lower:2", HTTPS_PROXY: "http://secure:3", NO_PROXY: "a.example" };
@@ -57,4 +57,19 @@ test("proxyFor: the scheme picks the proxy; NO_PROXY sends directly", () => {
   assert.equal(proxyFor(new URL("https://x.example/"), settings)?.host, "secure:2");
   assert.equal(proxyFor(new URL("https://direct.example/"), settings), undefined);
   assert.equal(proxyFor(new URL("https://x.example/"), resolveProxySettings({}, {})), undefined);
+});
+
+test("splitProxyCredentials: the URL loses user:password, which go decoded into a Basic Proxy-Authorization header", () => {
+  const { url, headers } = splitProxyCredentials(new URL("http://ops%40corp:s3cr%3At@proxy.example.com:3128"));
+  assert.equal(url.href, "http://proxy.example.com:3128/");
+  assert.deepEqual(headers, { "Proxy-Authorization": `Basic ${Buffer.from("ops@corp:s3cr:t").toString("base64")}` });
+  const plain = new URL("http://proxy.example.com:3128");
+  assert.deepEqual(splitProxyCredentials(plain), { url: plain, headers: {} });
+});
+
+test("a proxy password that is not valid percent-encoding is INVALID_PROXY, without the password", () => {
+  assert.throws(
+    () => resolveProxySettings({ httpProxy: "http://user:50%off@p:3128" }, {}),
+    (e: Error & { code?: string }) => e.code === "INVALID_PROXY" && !e.message.includes("50%off") && /percent-encoding/.test(e.message),
+  );
 });
