@@ -297,11 +297,11 @@ test("a body that stalls times out; a connection cut mid-body is a retryable con
 });
 
 /** A self-signed TLS server certificate for 127.0.0.1, made with openssl. */
-function tlsServerCert(t: TestContext): { key: string; cert: string; certPath: string } {
+function tlsServerCert(t: TestContext, subjectAltName = "IP:127.0.0.1"): { key: string; cert: string; certPath: string } {
   const dir = tempDir(t, "ra-tls-");
   const keyPath = join(dir, "key.pem");
   const certPath = join(dir, "cert.pem");
-  openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", keyPath, "-out", certPath, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+  openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", keyPath, "-out", certPath, "-days", "2", "-subj", "/CN=ra-agent test server", "-addext", `subjectAltName=${subjectAltName}`]);
   return { key: readFileSync(keyPath, "utf8"), cert: readFileSync(certPath, "utf8"), certPath };
 }
 
@@ -340,9 +340,10 @@ test("TLS: a server offering only TLS 1.1 or older is refused (TLS 1.2 minimum);
 
 /**
  * A CONNECT proxy on loopback. `answer` replaces the tunnel: a status line to send
- * back (e.g. 407), or "silent" to never answer.
+ * back (e.g. 407), or "silent" to never answer. `hosts` is the proxy's own name
+ * resolution (a proxied client never resolves the endpoint's name itself).
  */
-async function startProxy(t: TestContext, answer?: string): Promise<{ url: string; connects: string[]; auths: (string | undefined)[]; sockets: Set<Socket>; proxyServer: import("node:http").Server }> {
+async function startProxy(t: TestContext, answer?: string, hosts: Record<string, string> = {}): Promise<{ url: string; connects: string[]; auths: (string | undefined)[]; sockets: Set<Socket>; proxyServer: import("node:http").Server }> {
   const connects: string[] = [];
   const auths: (string | undefined)[] = [];
   const proxy = createHttpServer();
@@ -352,7 +353,7 @@ async function startProxy(t: TestContext, answer?: string): Promise<{ url: strin
     if (answer === "silent") return;
     if (answer) return void client.end(`${answer}\r\nProxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n`);
     const [host, port] = (req.url ?? "").split(":");
-    const upstream = connect(Number(port), host, () => {
+    const upstream = connect(Number(port), hosts[host] ?? host, () => {
       client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
       upstream.write(head);
       upstream.pipe(client);
@@ -452,6 +453,28 @@ test("--with-proxy to an https endpoint: TLS (CA bundle, TLS 1.2+) runs inside t
   assert.deepEqual(connects, [new URL(url).host, new URL(url).host]);
   assert.equal(received.length, 1);
   assertSignatureValid(received[0]);
+});
+
+test("--with-proxy to a named https endpoint: the certificate is checked against the endpoint's name inside the tunnel", async (t) => {
+  if (!needOpenssl(t)) return;
+  const signer = await makeSigner();
+  const tls = tlsServerCert(t, "DNS:rolesanywhere.ra-agent.test");
+  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY), tls);
+  const port = new URL(url).port;
+  // Only the proxy knows these names; both lead to the same test server.
+  const { url: proxyUrl, connects } = await startProxy(t, undefined, { "rolesanywhere.ra-agent.test": "127.0.0.1", "other.ra-agent.test": "127.0.0.1" });
+  const proxy = { httpsProxy: proxyUrl, noProxy: "" };
+  const named = `https://rolesanywhere.ra-agent.test:${port}`;
+  const result = await createSession({ ...params(signer, named), withProxy: true, proxy, caBundlePath: tls.certPath });
+  assert.equal(result.credentials.accessKeyId, "ASIAEXAMPLE");
+  assertSignatureValid(received[0]);
+  await assert.rejects(
+    createSession({ ...params(signer, `https://other.ra-agent.test:${port}`), withProxy: true, proxy, caBundlePath: tls.certPath }),
+    (e: Error & { code?: string }) => e.code === "SERVICE_TLS_ERROR" && /ALTNAME|other\.ra-agent\.test/.test(e.message),
+    "a certificate for another name is refused",
+  );
+  assert.deepEqual(connects, [`rolesanywhere.ra-agent.test:${port}`, `other.ra-agent.test:${port}`]);
+  assert.equal(received.length, 1);
 });
 
 test("--with-proxy: a 407 is a clear proxy error; a bad proxy URL is a usage error; a silent proxy times out and close() drops it", async (t) => {
