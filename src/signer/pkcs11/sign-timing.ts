@@ -14,9 +14,11 @@
  * The decision uses the median of the last {@link SignTiming.WINDOW} samples and
  * ignores the key's first signature. A sample is wall time, so a thread preempted
  * in C_Sign on a busy machine reads as a slow token, and the first signature pays
- * for cold caches and the module's lazy set-up. With a moving average, one such
- * sample (measured: 1-4 ms) sent SoftHSM's P-256 key to the pool for hundreds of
- * signatures at a time, and the agent signed at ~45 % of the raw rate instead of ~60 %.
+ * for cold caches (measured on SoftHSM P-256: 120-390 µs, then about 30 µs). With a
+ * moving average seeded by the first sample, such samples sent the key to the pool
+ * for hundreds of signatures at a time: under the agent bench the thread handed
+ * most signatures to libuv's pool, and the agent signed at ~45 % of the raw rate
+ * instead of ~60 %.
  */
 export class SignTiming {
   /** Above this typical C_Sign time (µs), parallel signing on the pool wins. */
