@@ -9,8 +9,9 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createPublicKey, verify } from "node:crypto";
 import { Writable } from "node:stream";
-import * as pkcs11js from "pkcs11js";
 import winston from "winston";
+import * as pkcs11js from "pkcs11js";
+import { closeAllSessionsUnderneath } from "../support/close-sessions";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
 import { RaError } from "../../src/errors";
 import { logger } from "../../src/log/logger";
@@ -43,21 +44,6 @@ async function raError(p: Promise<unknown>): Promise<RaError> {
   const e = await p.then(() => assert.fail("expected a rejection"), (err: unknown) => err);
   assert.ok(e instanceof RaError, `an RaError, got ${(e as Error)?.name}: ${String(e)}`);
   return e;
-}
-
-/** Closes every session of this process on the token, from a separate pkcs11js handle. */
-function closeAllSessionsUnderneath(modulePath: string, serial: string): void {
-  const other = new pkcs11js.PKCS11();
-  other.load(modulePath);
-  try {
-    other.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-  } catch (e) {
-    if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
-  }
-  const slot = other.C_GetSlotList(true).find((s) => other.C_GetTokenInfo(s).serialNumber.trim() === serial);
-  assert.ok(slot, "token slot");
-  other.C_CloseAllSessions(slot);
-  // No C_Finalize: the library is shared with the signer's handle.
 }
 
 describe("recovery after the token drops our sessions", needsSoftHsm(), () => {

@@ -16,6 +16,7 @@ import { logger } from "../../src/log/logger";
 import type { PinProvider, PinRequest } from "../../src/signer/pkcs11/pin";
 import { SignTiming } from "../../src/signer/pkcs11/sign-timing";
 import type { Pkcs11Thread } from "../../src/signer/pkcs11/thread/pkcs11-thread";
+import { closeAllSessionsUnderneath } from "../support/close-sessions";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
 
 function counting(pin: string, asked: PinRequest[]): PinProvider {
@@ -65,6 +66,29 @@ describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
       assert.equal(status.loginAttempts, 1);
     }
     assert.equal(asked.length, 1, "the PIN was asked once for the token, on the main thread");
+  });
+
+  test("signing in place on the thread survives the token dropping its sessions: one recovery, one re-login, every signature verifies", async () => {
+    for (const label of ["rsa-2048", "ec-p256"]) {
+      const k = key(label);
+      const signer = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, []) });
+      const verifies = (m: Buffer, sig: Buffer) => verify("sha256", m, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, sig);
+      // Every byte value, so that the messages' trip between the threads is checked too.
+      const message = (i: number) => Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, b) => b)), Buffer.from(` ${label} ${i}`)]);
+      for (let i = 0; i < 10; i++) assert.ok(verifies(message(i), await signer.sign(message(i))), `${label} warm-up ${i}`);
+      const before = await signer.status();
+
+      closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+      const messages = Array.from({ length: 20 }, (_, i) => message(100 + i));
+      const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+      signatures.forEach((sig, i) => assert.ok(verifies(messages[i], sig), `${label} signature ${i} after the reset`));
+      const after = await signer.status();
+      assert.equal(after.recoveries - before.recoveries, 1, "one recovery for 20 concurrent signatures");
+      assert.equal(after.loginAttempts - before.loginAttempts, 1, "one re-login");
+      assert.equal(after.signatures - before.signatures, 20);
+      assert.ok(after.sessions.busy === 0 && after.sessions.open >= 1, `no session left borrowed: ${JSON.stringify(after.sessions)}`);
+      await signer.close();
+    }
   });
 
   test("a wrong PIN fails once with its code and CKR, and is not asked again", async () => {

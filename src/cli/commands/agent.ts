@@ -33,10 +33,9 @@ export function registerAgent(program: Command): void {
         process.stdout.write(JSON.stringify({ ok: true, config: config.source, profiles: config.profiles.map((p) => p.name) }) + "\n");
         return;
       }
-      // A long-running daemon: let V8 favour a small heap. Measured on the agent
-      // (100k requests): heap 24 MB instead of 48 MB, RSS 71 MB instead of 92 MB, same
-      // throughput within noise. Settable at run time, unlike --max-semi-space-size.
-      (await import("node:v8")).setFlagsFromString("--optimize-for-size");
+      // A long-running daemon keeps a small heap (see daemon-heap.ts).
+      const heapMode = (await import("../daemon-heap")).keepDaemonHeapSmall();
+      logger.debug("heap", { mode: heapMode, ...(heapMode === "optimize-for-size" ? { hint: "start with NODE_OPTIONS=--max-semi-space-size=1 (as the systemd units do) for faster signing" } : {}) });
       const { Agent } = await import("../../agent/agent");
       const agent = await Agent.start({ configPath: flags.config, socketPath: flags.socket });
       const m = agent.metadataServer;

@@ -211,6 +211,17 @@ export class TokenContext {
     }
   }
 
+  /**
+   * Borrows an idle session now, without waiting and without opening one; undefined
+   * when none is idle, the token is marked absent, or the module was re-initialised
+   * (then {@link acquire} does the bookkeeping). For the synchronous signing path.
+   */
+  tryAcquire(): SessionLease | undefined {
+    if (!this.present || this.module.generation !== this.moduleGeneration) return undefined;
+    const idle = this.idle.pop();
+    return idle ? this.lease(idle) : undefined;
+  }
+
   private lease(handle: Buffer): Lease {
     this.busy++;
     return new Lease(handle, this.generation);

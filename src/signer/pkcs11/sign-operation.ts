@@ -57,6 +57,9 @@ async function contextSpecificPin(ctx: TokenContext, key: KeyHandle, auth: SignA
  * @throws RaError / pkcs11js errors (the caller maps them and decides on recovery)
  */
 export async function signOnToken(ctx: TokenContext, lease: SessionLease, key: KeyHandle, plan: SignPlan, auth: SignAuth): Promise<Buffer> {
+  // Decided once per signature: usePool() counts the signatures it is asked about.
+  const inPlace = !isMainThread && !key.timing.usePool();
+  if (inPlace && !key.alwaysAuthenticate) return signInPlace(ctx, lease, key, plan);
   const api = ctx.module.api;
   ctx.assertCurrent(lease);
   api.C_SignInit(lease.handle, { mechanism: plan.mechanism }, key.handle);
@@ -70,21 +73,57 @@ export async function signOnToken(ctx: TokenContext, lease: SessionLease, key: K
       logger.debug("context-specific login for an always-authenticate key", { key: key.uri, pinSource: pin.source });
       login(api, lease.handle, "context-specific", pin.pin, target);
     }
-    if (isMainThread || key.timing.usePool()) {
+    if (!inPlace) {
       raw = await api.C_SignAsync(lease.handle, plan.input, Buffer.alloc(SIGNATURE_BUFFER));
     } else {
-      const started = process.hrtime.bigint();
-      raw = api.C_Sign(lease.handle, plan.input, Buffer.alloc(SIGNATURE_BUFFER));
-      key.timing.record(Number(process.hrtime.bigint() - started) / 1000);
+      raw = timedSign(ctx, lease, key, plan);
     }
   } catch (e) {
     // The operation may still be active (e.g. the context login failed): never reuse this session.
     lease.discard();
     throw e;
   }
+  return finishSignature(raw, plan, key);
+}
+
+/**
+ * C_Sign's output buffer for signatures made in place. One per thread is enough:
+ * the in-place path is synchronous, and the result is copied out before it returns.
+ */
+const inPlaceOutput = Buffer.alloc(SIGNATURE_BUFFER);
+
+/**
+ * One signature made in place, synchronously: C_SignInit and a timed C_Sign on
+ * this thread. For keys without a context-specific login, off the main thread, when
+ * {@link SignTiming} says the token is quick (the PKCS#11 thread's hot path).
+ * @throws RaError / pkcs11js errors, as {@link signOnToken}
+ */
+export function signInPlace(ctx: TokenContext, lease: SessionLease, key: KeyHandle, plan: SignPlan): Buffer {
+  ctx.assertCurrent(lease);
+  ctx.module.api.C_SignInit(lease.handle, { mechanism: plan.mechanism }, key.handle);
+  let raw: Buffer;
+  try {
+    raw = timedSign(ctx, lease, key, plan);
+  } catch (e) {
+    lease.discard();
+    throw e;
+  }
+  return finishSignature(raw, plan, key);
+}
+
+/** C_Sign in place, into {@link inPlaceOutput}, recorded for {@link SignTiming}. The result is only valid until the next call. */
+function timedSign(ctx: TokenContext, lease: SessionLease, key: KeyHandle, plan: SignPlan): Buffer {
+  const started = performance.now();
+  const raw = ctx.module.api.C_Sign(lease.handle, plan.input, inPlaceOutput);
+  key.timing.record((performance.now() - started) * 1000);
+  return raw;
+}
+
+/** The signature as returned to callers: a copy (RSA) or the DER form (ECDSA), never the token's output buffer. */
+function finishSignature(raw: Buffer, plan: SignPlan, key: KeyHandle): Buffer {
   if (plan.output !== "ecdsa-der") return Buffer.from(raw);
   assertEcdsaForm(raw, key);
-  return ecdsaRawToDer(Buffer.from(raw));
+  return ecdsaRawToDer(raw);
 }
 
 /**
@@ -95,10 +134,14 @@ export async function signOnToken(ctx: TokenContext, lease: SessionLease, key: K
  */
 function assertEcdsaForm(raw: Buffer, key: KeyHandle): void {
   const half = raw.length / 2;
-  const zero = (b: Buffer) => b.every((x) => x === 0);
-  if ((key.ecFieldBytes !== undefined && raw.length !== 2 * key.ecFieldBytes) || zero(raw.subarray(0, half)) || zero(raw.subarray(half))) {
+  if ((key.ecFieldBytes !== undefined && raw.length !== 2 * key.ecFieldBytes) || allZero(raw, 0, half) || allZero(raw, half, raw.length)) {
     throw new RaError("token", "PKCS11_BAD_SIGNATURE", `the token returned a malformed ECDSA signature for ${key.uri} (${raw.length} bytes${key.ecFieldBytes ? `, expected ${2 * key.ecFieldBytes}` : ""})`, {
       hint: "the key does not match the certificate's curve, or the token is faulty; check with `ra-agent sign-string --debug`",
     });
   }
+}
+
+function allZero(bytes: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (bytes[i] !== 0) return false;
+  return true;
 }

@@ -43,6 +43,11 @@ export class SignTiming {
     return this.count % SignTiming.RESAMPLE_EVERY !== 0;
   }
 
+  /** True when the token is known to be slow (signatures go to the pool, but for resampling); does not count as a signature. */
+  prefersPool(): boolean {
+    return this.window.length >= SignTiming.WARM_UP && this.typical > SignTiming.POOL_THRESHOLD_MICROS;
+  }
+
   /** Records the duration of a C_Sign made in place. */
   record(micros: number): void {
     if (this.recorded++ === 0) return;

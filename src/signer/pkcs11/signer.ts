@@ -5,6 +5,7 @@
  * sessions.
  */
 import { verify as verifySignature } from "node:crypto";
+import { isMainThread } from "node:worker_threads";
 import * as pkcs11js from "pkcs11js";
 import { RaError, usageError } from "../../errors";
 import { logger } from "../../log/logger";
@@ -14,14 +15,14 @@ import { algorithmFor, DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } fr
 import type { PinState } from "./constants";
 import { errorLogFields, hasCkr, toRaError } from "./errors";
 import type { LoginPolicy } from "./login";
-import { planSignature } from "./mechanisms";
+import { chooseMechanism, planWith, SignMechanism } from "./mechanisms";
 import { loadModule, resolveModule } from "./module";
 import { CertificateObject, PrivateKeyObject, readPrivateKeys } from "./objects";
 import { defaultPinProvider, PinProvider } from "./pin";
 import { samePublicKey } from "./public-key";
 import { chainFromToken, findCertificateForKey, findPrivateKey, searchCertificates, selectCertificate } from "./search";
 import { SessionLease, TokenContext, tokenContext } from "./session";
-import { signOnToken, SignAuth } from "./sign-operation";
+import { KeyHandle, signInPlace, signOnToken, SignAuth } from "./sign-operation";
 import { SignTiming } from "./sign-timing";
 import { matchTokens, noTokenError, severalTokensError, tokenIdentity, TokenSlot } from "./token";
 
@@ -103,6 +104,10 @@ export class Pkcs11Signer implements Signer {
   private readonly requiresLogin: boolean;
   private forceLogin = false;
   private readonly signTiming = new SignTiming();
+  /** What signing needs of {@link key}; rebuilt when the key is looked up again. */
+  private keyHandle: KeyHandle;
+  /** The mechanism chosen per digest (the token's list and quirks do not change). */
+  private readonly mechanisms = new Map<DigestAlgorithm, SignMechanism>();
   /** An EC key's signature was verified in full since the key was last looked up. */
   private verifiedSinceLookup = false;
   private signatures = 0;
@@ -123,6 +128,7 @@ export class Pkcs11Signer implements Signer {
     this.algorithm = algorithmFor(this.keyType);
     this.hardwareBacked = init.key.sensitive !== false && init.key.extractable !== true;
     this.requiresLogin = init.ctx.slot.token.loginRequired && init.key.private;
+    this.keyHandle = this.handleFor(init.key);
     init.ctx.refs++;
   }
 
@@ -188,7 +194,7 @@ export class Pkcs11Signer implements Signer {
       });
     let signature: Buffer;
     try {
-      signature = await attempt();
+      signature = this.signNow(message, digest) ?? (await attempt());
     } catch (e) {
       if (!this.ctx.isRecoverable(e)) throw this.fail(e, "C_Sign");
       logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, ...errorLogFields(e) });
@@ -210,23 +216,66 @@ export class Pkcs11Signer implements Signer {
     return err;
   }
 
+  /**
+   * The PKCS#11 thread's hot path: signs at once, synchronously, when nothing has to
+   * be waited for (logged in, key handle current, an idle session, a quick token, no
+   * context-specific login, not on the main thread). Undefined when it does not
+   * apply; {@link signWith} then does the full work. Same errors as {@link signWith}.
+   */
+  private signNow(message: Uint8Array, digest: DigestAlgorithm): Buffer | undefined {
+    if (isMainThread || this.key.alwaysAuthenticate || this.keyGeneration !== this.ctx.generation || this.signTiming.prefersPool()) return undefined;
+    if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) return undefined;
+    const lease = this.ctx.tryAcquire();
+    if (!lease) return undefined;
+    try {
+      const plan = planWith(this.mechanismFor(digest), message);
+      const signature = signInPlace(this.ctx, lease, this.keyHandle, plan);
+      this.verifyIfDue(message, digest, signature, plan.mechanismName);
+      return signature;
+    } finally {
+      this.ctx.release(lease);
+    }
+  }
+
   private async signWith(lease: SessionLease, message: Uint8Array, digest: DigestAlgorithm): Promise<Buffer> {
     this.ctx.assertCurrent(lease);
     if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) await this.ctx.ensureLoggedIn(lease, this.auth.pins, this.auth.policy);
     if (this.keyGeneration !== lease.generation) this.relocateKey(lease);
-    const plan = planSignature(this.keyType, message, digest, this.ctx.mechanismList(), this.ctx.quirks.avoidMechanisms);
-    const key = { handle: this.key.handle, alwaysAuthenticate: this.key.alwaysAuthenticate, uri: this.keyUri, ecFieldBytes: EC_FIELD_BYTES[this.certificateInfo.keyDetail], timing: this.signTiming };
-    const signature = await signOnToken(this.ctx, lease, key, plan, this.auth);
-    if (this.keyType === "EC" && this.verifiedSinceLookup) return signature;
+    const plan = planWith(this.mechanismFor(digest), message);
+    const signature = await signOnToken(this.ctx, lease, this.keyHandle, plan, this.auth);
+    this.verifyIfDue(message, digest, signature, plan.mechanismName);
+    return signature;
+  }
+
+  /**
+   * Verifies a signature with the certificate's public key: every RSA signature, and
+   * an EC key's first one after each key lookup.
+   * @throws RaError `PKCS11_BAD_SIGNATURE`
+   */
+  private verifyIfDue(message: Uint8Array, digest: DigestAlgorithm, signature: Buffer, mechanismName: string): void {
+    if (this.keyType === "EC" && this.verifiedSinceLookup) return;
     const hash = digest === "SHA256" ? "sha256" : digest === "SHA384" ? "sha384" : "sha512";
     // A faulty signature (a token bug, or a fault attack on RSA-CRT) must never leave the process.
     if (!verifySignature(hash, message, { key: this.certificateInfo.publicKey, dsaEncoding: "der" }, signature)) {
-      throw new RaError("token", "PKCS11_BAD_SIGNATURE", `the signature from ${this.ctx.name} (${plan.mechanismName}) does not verify with the certificate's public key`, {
+      throw new RaError("token", "PKCS11_BAD_SIGNATURE", `the signature from ${this.ctx.name} (${mechanismName}) does not verify with the certificate's public key`, {
         hint: "the key does not match the certificate, or the token is faulty; check with `ra-agent sign-string --debug`",
       });
     }
     this.verifiedSinceLookup = true;
-    return signature;
+  }
+
+  /** The mechanism for `digest`, chosen once. */
+  private mechanismFor(digest: DigestAlgorithm): SignMechanism {
+    let m = this.mechanisms.get(digest);
+    if (!m) {
+      m = chooseMechanism(this.keyType, digest, this.ctx.mechanismList(), this.ctx.quirks.avoidMechanisms);
+      this.mechanisms.set(digest, m);
+    }
+    return m;
+  }
+
+  private handleFor(key: PrivateKeyObject): KeyHandle {
+    return { handle: key.handle, alwaysAuthenticate: key.alwaysAuthenticate, uri: this.keyUri, ecFieldBytes: EC_FIELD_BYTES[this.certificateInfo.keyDetail], timing: this.signTiming };
   }
 
   /** Finds the key object again after the token dropped our sessions (object handles may change). */
@@ -239,6 +288,7 @@ export class Pkcs11Signer implements Signer {
       throw new RaError("token", "PKCS11_KEY_NOT_FOUND", `the key ${this.keyUri} is no longer on ${this.ctx.name}`, { hint: "the token was re-initialised or the key deleted; check with `ra-agent list`" });
     }
     this.key = same;
+    this.keyHandle = this.handleFor(same);
     this.keyGeneration = lease.generation;
     this.verifiedSinceLookup = false;
   }

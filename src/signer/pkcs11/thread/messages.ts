@@ -18,7 +18,7 @@ export type ThreadListOptions = Omit<ListOptions, "pin" | "login">;
 /** Main thread → PKCS#11 thread: one operation, answered by a {@link ThreadReply} with the same id. */
 export type ThreadRequest =
   | { op: "open"; id: number; options: ThreadOpenOptions; /** PIN channel on the main thread, 0 for none. */ pinChannel: number }
-  | { op: "sign"; id: number; signer: number; message: Uint8Array; digest: DigestAlgorithm }
+  | { op: "sign"; id: number; signer: number; /** The message's bytes as a latin1 string (see {@link bytesToWire}). */ message: string; digest: DigestAlgorithm }
   | { op: "status"; id: number; signer: number; /** Look at the token (C_GetTokenInfo) instead of cached state. */ probe: boolean }
   | { op: "close"; id: number; signer: number }
   | { op: "list"; id: number; options: ThreadListOptions }
@@ -146,4 +146,19 @@ export function unbatch<T extends { op: string }>(message: T | MessageBatch<T>):
 /** A Uint8Array that arrived through postMessage, as a Buffer over the same memory. */
 export function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Bytes as a latin1 string, one character per byte, for messages between the
+ * threads. A string crosses postMessage as a plain copy, while every Uint8Array
+ * brings a new ArrayBuffer with its own backing store on the other side: under
+ * signing load those allocations were a large part of both threads' GC work.
+ */
+export function bytesToWire(bytes: Uint8Array): string {
+  return asBuffer(bytes).toString("latin1");
+}
+
+/** The bytes of a {@link bytesToWire} string (a Buffer from the shared pool). */
+export function bytesFromWire(wire: string): Buffer {
+  return Buffer.from(wire, "latin1");
 }

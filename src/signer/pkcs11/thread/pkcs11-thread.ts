@@ -16,7 +16,7 @@ import type { DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } from "../..
 import type { ModuleListing } from "../enumerate";
 import type { PinProvider } from "../pin";
 import type { Pkcs11SignerOptions, Pkcs11SignerStatus, Pkcs11TokenInfo } from "../signer";
-import { asBuffer, deserializeError, LogRecord, MessageBatch, Outbox, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadListOptions, ThreadReply, ThreadRequest, unbatch } from "./messages";
+import { asBuffer, bytesFromWire, bytesToWire, deserializeError, LogRecord, MessageBatch, Outbox, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadListOptions, ThreadReply, ThreadRequest, unbatch } from "./messages";
 import type { ThreadStartData } from "./thread-main";
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
@@ -225,11 +225,10 @@ export class ThreadedPkcs11Signer implements Signer {
    * @throws the errors of {@link Pkcs11Signer.sign}; `PKCS11_THREAD_STOPPED` when the
    *   thread that opened this signer stopped (open the key again)
    */
-  async sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
-    if (this.#closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
-    if (this.#thread.generation !== this.#generation) throw threadStoppedError("this key was opened in a thread that is gone");
-    // An exact-size copy: a small pooled Buffer would carry its whole 8 KiB pool block across.
-    return asBuffer(await this.#thread.call<Uint8Array>({ op: "sign", signer: this.#id, message: new Uint8Array(message), digest }));
+  sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
+    if (this.#closed) return Promise.reject(new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" }));
+    if (this.#thread.generation !== this.#generation) return Promise.reject(threadStoppedError("this key was opened in a thread that is gone"));
+    return this.#thread.call<string>({ op: "sign", signer: this.#id, message: bytesToWire(message), digest }).then(bytesFromWire);
   }
 
   /** Cached token state (no token I/O), from the thread. */
