@@ -153,7 +153,7 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
       chunks.push(chunk);
     });
     req.on("end", () => {
-      if (!failed) resolve(Buffer.concat(chunks));
+      if (!failed) resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
     });
     req.on("error", (e) => {
       if (!failed) {

@@ -114,11 +114,13 @@ export class ProfileRuntime {
         hint: 'set "allowSigning": true in the profile and reload the agent (SIGHUP)',
       });
     }
-    const signer = await this.getSigner();
-    parseStringToSign(text, signer.algorithm, this.clock.now());
-    const signature = await this.useSigner((s) => s.sign(Buffer.from(text, "utf8"), "SHA256"));
-    this.signatures++;
-    return { algorithm: signer.algorithm, signature: signature.toString("hex") };
+    return this.useSigner((signer) => {
+      parseStringToSign(text, signer.algorithm, this.clock.now());
+      return signer.sign(Buffer.from(text, "utf8"), "SHA256").then((signature) => {
+        this.signatures++;
+        return { algorithm: signer.algorithm, signature: signature.toString("hex") };
+      });
+    });
   }
 
   /** Keys and certificates visible to this profile. */

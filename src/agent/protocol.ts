@@ -66,6 +66,22 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
 }
 
+/**
+ * The `stringToSign` of a sign request's JSON body.
+ * @throws RaError `AGENT_BAD_REQUEST` when the body is not JSON or has no such string
+ */
+function stringToSignOf(body: Buffer): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new RaError("agent", "AGENT_BAD_REQUEST", "the request body is not JSON", { hint: 'send {"stringToSign": "..."}' });
+  }
+  const sts = (parsed as { stringToSign?: unknown } | null)?.stringToSign;
+  if (typeof sts !== "string") throw new RaError("agent", "AGENT_BAD_REQUEST", 'the request body has no "stringToSign" string', { hint: 'send {"stringToSign": "..."}' });
+  return sts;
+}
+
 /** Builds the request handler of the socket protocol. */
 export function createProtocolHandler(host: ProtocolHost): (req: IncomingMessage, res: ServerResponse) => void {
   const debug = () => host.log.isDebugEnabled();
@@ -120,19 +136,10 @@ export function createProtocolHandler(host: ProtocolHost): (req: IncomingMessage
         return sendErrorAndClose(res, new RaError("agent", "AGENT_UNSUPPORTED_MEDIA_TYPE", "the sign request must be application/json", { hint: 'send {"stringToSign": "..."} with Content-Type: application/json' }));
       }
       readBody(req, host.limits.maxBodyBytes)
-        .then((raw) => {
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(raw.toString("utf8"));
-          } catch {
-            throw new RaError("agent", "AGENT_BAD_REQUEST", "the request body is not JSON", { hint: 'send {"stringToSign": "..."}' });
-          }
-          const sts = (parsed as { stringToSign?: unknown } | null)?.stringToSign;
-          if (typeof sts !== "string") throw new RaError("agent", "AGENT_BAD_REQUEST", 'the request body has no "stringToSign" string', { hint: 'send {"stringToSign": "..."}' });
-          return rt.signStringToSign(sts);
-        })
+        .then((raw) => rt.signStringToSign(stringToSignOf(raw)))
         .then(
-          (result) => sendJson(res, 200, result),
+          // Both fields are plain ASCII (an algorithm name, hex): no escaping needed.
+          (result) => sendPreparedJson(res, Buffer.from(`{"algorithm":"${result.algorithm}","signature":"${result.signature}"}`, "latin1")),
           (e) => (e instanceof RaError && e.code === "AGENT_BODY_TOO_LARGE" ? sendErrorAndClose(res, e) : fail(res, e)),
         );
       return;

@@ -7,7 +7,7 @@
  * over a DigestInfo built here. EC: `CKM_ECDSA` over a digest computed here (SoftHSM
  * has no `CKM_ECDSA_SHA256`), and the raw `r || s` converted to DER.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import * as pkcs11js from "pkcs11js";
 import { RaError } from "../../errors";
 import type { DigestAlgorithm, KeyType } from "../signer";
@@ -22,9 +22,9 @@ const DIGEST_INFO_PREFIX: Record<DigestAlgorithm, Buffer> = {
   SHA512: Buffer.from("3051300d060960864801650304020305000440", "hex"),
 };
 
-/** `hash(message)` with the named digest. */
+/** `hash(message)` with the named digest (one-shot `crypto.hash`: no Hash object per signature). */
 export function digestOf(message: Uint8Array, digest: DigestAlgorithm): Buffer {
-  return createHash(HASH_NAMES[digest]).update(message).digest();
+  return hash(HASH_NAMES[digest], message, "buffer");
 }
 
 /** DER DigestInfo for a digest value: the input of `CKM_RSA_PKCS` for PKCS#1 v1.5 signatures. */

@@ -124,7 +124,9 @@ export class Pkcs11Thread {
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       if (this.#pending.size === 1) worker.ref();
-      this.#outbox!.push({ ...body, id } as ThreadRequest);
+      // The caller's object is its own (built for this call): add the id in place.
+      (body as ThreadRequest).id = id;
+      this.#outbox!.push(body as ThreadRequest);
     });
   }
 
