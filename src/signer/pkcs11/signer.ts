@@ -183,28 +183,66 @@ export class Pkcs11Signer implements Signer {
    * @remarks SoftHSM has no CKM_ECDSA_SHA256: EC messages are hashed here and signed with
    *   CKM_ECDSA. TPM and smart-card tokens sign one at a time (quirks.json).
    */
-  async sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
+  sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
+    try {
+      const signature = this.signSoon(message, digest);
+      return signature instanceof Promise ? signature : Promise.resolve(signature);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * {@link sign} without a promise when the signature is made at once (the
+   * synchronous in-place path of the PKCS#11 thread); a promise otherwise.
+   * @throws the errors of {@link sign}, synchronously when they happen at once
+   */
+  signSoon(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Buffer | Promise<Buffer> {
     if (this.closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
     if (!["SHA256", "SHA384", "SHA512"].includes(digest)) throw usageError("UNSUPPORTED_DIGEST", `unsupported digest ${digest}`, "use SHA256, SHA384 or SHA512");
+    const seenGeneration = this.ctx.generation;
+    let now: Buffer | undefined;
+    try {
+      now = this.signNow(message, digest);
+    } catch (e) {
+      return this.recoverAndSign(e, seenGeneration, message, digest);
+    }
+    if (!now) return this.signWaiting(message, digest);
+    this.signatures++;
+    return now;
+  }
+
+  /** The full path: a session when one is free, the login, the key found again, C_SignAsync for slow tokens. */
+  private async signWaiting(message: Uint8Array, digest: DigestAlgorithm): Promise<Buffer> {
     let seenGeneration = this.ctx.generation;
-    const attempt = (): Promise<Buffer> =>
-      this.ctx.withSession(async (lease) => {
+    let signature: Buffer;
+    try {
+      signature = await this.ctx.withSession((lease) => {
         seenGeneration = lease.generation;
         return this.signWith(lease, message, digest);
       });
+    } catch (e) {
+      return this.recoverAndSign(e, seenGeneration, message, digest);
+    }
+    this.signatures++;
+    return signature;
+  }
+
+  /**
+   * After a failed attempt: a recoverable error (the token dropped our sessions,
+   * was reset or re-inserted) finds the token again and signs once more; any other
+   * error, or a second failure, is thrown as an RaError.
+   */
+  private async recoverAndSign(e: unknown, seenGeneration: number, message: Uint8Array, digest: DigestAlgorithm): Promise<Buffer> {
+    if (!this.ctx.isRecoverable(e)) throw this.fail(e, "C_Sign");
+    logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, ...errorLogFields(e) });
+    if (hasCkr(e, pkcs11js.CKR_USER_NOT_LOGGED_IN)) this.forceLogin = true;
     let signature: Buffer;
     try {
-      signature = this.signNow(message, digest) ?? (await attempt());
-    } catch (e) {
-      if (!this.ctx.isRecoverable(e)) throw this.fail(e, "C_Sign");
-      logger.warn("lost the token session; finding the token again and retrying once", { tokenName: this.ctx.name, ...errorLogFields(e) });
-      if (hasCkr(e, pkcs11js.CKR_USER_NOT_LOGGED_IN)) this.forceLogin = true;
-      try {
-        await this.ctx.recover(seenGeneration);
-        signature = await attempt();
-      } catch (e2) {
-        throw this.fail(e2, "C_Sign");
-      }
+      await this.ctx.recover(seenGeneration);
+      signature = await this.ctx.withSession((lease) => this.signWith(lease, message, digest));
+    } catch (e2) {
+      throw this.fail(e2, "C_Sign");
     }
     this.signatures++;
     return signature;

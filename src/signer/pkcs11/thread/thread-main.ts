@@ -71,7 +71,7 @@ async function run(req: ThreadRequest): Promise<unknown> {
       return description;
     }
     case "sign":
-      return sign(req);
+      return bytesToWire(await signerOf(req.signer).sign(bytesFromWire(req.message), req.digest));
     case "status": {
       const signer = signerOf(req.signer);
       return req.probe ? signer.probe() : signer.status();
@@ -108,19 +108,18 @@ function handle(msg: ThreadRequest | PinAnswer): void {
     return;
   }
   const id = msg.id;
-  // Signatures skip run()'s extra async step: they are this thread's hot path.
-  const done = msg.op === "sign" ? sign(msg) : run(msg);
-  done.then(
-    (value) => replies.push({ op: "reply", id, ok: true, value }),
-    (e: unknown) => replies.push({ op: "reply", id, ok: false, error: serializeError(e) }),
-  );
-}
-
-/** A signature, as a {@link bytesToWire} string. */
-function sign(req: Extract<ThreadRequest, { op: "sign" }>): Promise<string> {
+  const ok = (value: unknown) => replies.push({ op: "reply", id, ok: true, value });
+  const failed = (e: unknown) => replies.push({ op: "reply", id, ok: false, error: serializeError(e) });
+  if (msg.op !== "sign") {
+    run(msg).then(ok, failed);
+    return;
+  }
+  // This thread's hot path: a signature made at once is answered at once, without a promise.
   try {
-    return signerOf(req.signer).sign(bytesFromWire(req.message), req.digest).then(bytesToWire);
+    const signature = signerOf(msg.signer).signSoon(bytesFromWire(msg.message), msg.digest);
+    if (signature instanceof Promise) signature.then((s) => ok(bytesToWire(s)), failed);
+    else ok(bytesToWire(signature));
   } catch (e) {
-    return Promise.reject(e);
+    failed(e);
   }
 }
