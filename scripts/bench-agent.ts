@@ -30,8 +30,8 @@ import { createInterface } from "node:readline";
 const CLI = resolve(__dirname, "../src/cli/main.js");
 /**
  * The agent runs as the systemd units start it (systemd/*.service): V8's young
- * generation limited at start. BENCH_AGENT_NODE_OPTIONS changes it; set it empty
- * to see the fallback (--optimize-for-size, src/cli/daemon-heap.ts).
+ * generation limited at start (src/cli/daemon-heap.ts). BENCH_AGENT_NODE_OPTIONS
+ * changes it; set it empty to see the agent started without the limit.
  */
 const AGENT_NODE_OPTIONS = [process.env.NODE_OPTIONS, process.env.BENCH_AGENT_NODE_OPTIONS ?? "--max-semi-space-size=1"].filter(Boolean).join(" ");
 const SELF = __filename;
@@ -551,7 +551,7 @@ async function main(): Promise<void> {
   const lines = [
     "",
     `ra-agent agent benchmarks (${new Date().toISOString()}, node ${process.version}, ${require("node:os").cpus().length} cores, load average ${require("node:os").loadavg()[0].toFixed(2)})`,
-    `agent started as the systemd units start it: NODE_OPTIONS=${AGENT_NODE_OPTIONS || "(empty: the agent uses --optimize-for-size)"}`,
+    `agent started as the systemd units start it: NODE_OPTIONS=${AGENT_NODE_OPTIONS || "(empty)"}`,
     "",
   ];
   if (a) {

@@ -34,8 +34,8 @@ export function registerAgent(program: Command): void {
         return;
       }
       // A long-running daemon keeps a small heap (see daemon-heap.ts).
-      const heapMode = (await import("../daemon-heap")).keepDaemonHeapSmall();
-      logger.debug("heap", { mode: heapMode, ...(heapMode === "optimize-for-size" ? { hint: "start with NODE_OPTIONS=--max-semi-space-size=1 (as the systemd units do) for faster signing" } : {}) });
+      const heap = (await import("../daemon-heap")).keepDaemonHeapSmall();
+      if (!heap.youngGenerationLimited) logger.debug("heap: start the agent with NODE_OPTIONS=--max-semi-space-size=1 (as the systemd units do) for a smaller heap under load");
       const { Agent } = await import("../../agent/agent");
       const agent = await Agent.start({ configPath: flags.config, socketPath: flags.socket });
       const m = agent.metadataServer;
