@@ -13,7 +13,6 @@
  *   (e) signatures/s through the agent (POST /v1/sign, pipelined by a raw-socket
  *       client: BENCH_E_CONNECTIONS x BENCH_E_DEPTH in flight, 8 x 16 by default) vs
  *       raw pkcs11js on the same SoftHSM key (target >= 80 %); raw and agent rounds alternate.
- * The agent is started as the systemd units start it (see AGENT_NODE_OPTIONS).
  *
  * Usage: scripts/bench.sh [--quick] [--json] [--only a,b,c,d,e]   (or node dist/scripts/bench-agent.js)
  * The load generator, the bare server and the raw pkcs11js signer run as child
@@ -28,12 +27,6 @@ import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 
 const CLI = resolve(__dirname, "../src/cli/main.js");
-/**
- * The agent runs as the systemd units start it (systemd/*.service): V8's young
- * generation limited at start (src/cli/daemon-heap.ts). BENCH_AGENT_NODE_OPTIONS
- * changes it; set it empty to see the agent started without the limit.
- */
-const AGENT_NODE_OPTIONS = [process.env.NODE_OPTIONS, process.env.BENCH_AGENT_NODE_OPTIONS ?? "--max-semi-space-size=1"].filter(Boolean).join(" ");
 const SELF = __filename;
 const SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -375,7 +368,7 @@ async function main(): Promise<void> {
     writeFileSync(config, JSON.stringify({ profiles: [profile("rsa", "rsa-2048"), profile("ec", "ec-p256"), profile("cold", "ec-p256")] }));
     const socket = join(dir, "agent.sock");
     const startAgent = async () => {
-      const child = spawn(process.execPath, [CLI, "agent", "--config", config, "--socket", socket, "--log-level", "warn"], { env: { ...env, NODE_OPTIONS: AGENT_NODE_OPTIONS }, stdio: ["ignore", "pipe", "inherit"] });
+      const child = spawn(process.execPath, [CLI, "agent", "--config", config, "--socket", socket, "--log-level", "warn"], { env, stdio: ["ignore", "pipe", "inherit"] });
       children.push(child);
       await new Promise<string>((res, rej) => {
         createInterface({ input: child.stdout! }).once("line", res);
@@ -548,12 +541,7 @@ async function main(): Promise<void> {
   }
   const { a, b, c, d, e } = figures;
   const ok = (cond: boolean) => (cond ? "ok" : "MISSED");
-  const lines = [
-    "",
-    `ra-agent agent benchmarks (${new Date().toISOString()}, node ${process.version}, ${require("node:os").cpus().length} cores, load average ${require("node:os").loadavg()[0].toFixed(2)})`,
-    `agent started as the systemd units start it: NODE_OPTIONS=${AGENT_NODE_OPTIONS || "(empty)"}`,
-    "",
-  ];
+  const lines = ["", `ra-agent agent benchmarks (${new Date().toISOString()}, node ${process.version}, ${require("node:os").cpus().length} cores, load average ${require("node:os").loadavg()[0].toFixed(2)})`, ""];
   if (a) {
     const nodeMs = a["node -e 0"];
     lines.push(

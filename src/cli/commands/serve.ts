@@ -38,8 +38,8 @@ export function registerServe(program: Command): void {
     if (!flags.imds && !flags.ecsTokenFile) throw usageError("INVALID_FLAG", "--no-imds without --ecs-token-file serves nothing", "add --ecs-token-file PATH");
     const { configureLogger, logger } = await import("../../log/logger");
     configureLogger({ level: logLevelFrom(flags) ?? "info" });
-    // As in `agent`: a long-running server keeps a small heap (see daemon-heap.ts).
-    (await import("../daemon-heap")).keepDaemonHeapSmall();
+    // As in `agent`: a long-running server favours a small heap (see there).
+    (await import("node:v8")).setFlagsFromString("--optimize-for-size");
     const [{ profileFromFlags }, { startStandaloneServe }] = await Promise.all([import("../../agent/flags-profile"), import("../../agent/serve")]);
     const profile = profileFromFlags("serve", { ...flags, pkcs8Password: await resolvePkcs8Password(flags.pkcs8Password) }, process.stdin.isTTY === true);
     if (flags.hopLimit !== 64) logger.warn("--hop-limit has no effect: the endpoint listens on loopback only, where replies never cross a router");
