@@ -223,23 +223,34 @@ export class ProfileRuntime {
    * stopped) is dropped and the key opened again, once: nothing reached the token,
    * and the reopen uses the same PIN source, so no refused PIN is tried again.
    */
-  private async useSigner<T>(op: (signer: Signer) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const signer = await this.getSigner();
+  private useSigner<T>(op: (signer: Signer) => Promise<T>, attempt = 1): Promise<T> {
+    const run = (signer: Signer): Promise<T> => {
+      let result: Promise<T>;
       try {
-        return await op(signer);
+        result = op(signer);
       } catch (e) {
-        if (e instanceof RaError && e.kind === "pin") this.blockPin(e);
-        if (!(e instanceof RaError && UNUSABLE_SIGNER.has(e.code))) throw e;
-        if (this.signer === signer) {
-          this.signer = undefined;
-          this.options.log.warn(`profile "${this.name}": the key is no longer usable (${e.code}); opening it again`, { profile: this.name, code: e.code });
-          void signer.close().catch(() => undefined);
-        }
-        if (attempt >= 2) throw e;
+        result = Promise.reject(e);
       }
-    }
+      return result.catch((e: unknown) => this.afterSignerFailure(e, signer, op, attempt));
+    };
+    // An open signer is used at once, without waiting a turn: this is every signature's path.
+    const open = this.closed || this.pinBlocked ? undefined : this.signer;
+    return open ? run(open) : this.getSigner().then(run);
   }
+
+  /** What {@link useSigner} does after `op` failed on `signer`: block the PIN, or open the key again once. */
+  private afterSignerFailure<T>(e: unknown, signer: Signer, op: (signer: Signer) => Promise<T>, attempt: number): Promise<T> {
+    if (e instanceof RaError && e.kind === "pin") this.blockPin(e);
+    if (!(e instanceof RaError && UNUSABLE_SIGNER.has(e.code))) throw e;
+    if (this.signer === signer) {
+      this.signer = undefined;
+      this.options.log.warn(`profile "${this.name}": the key is no longer usable (${e.code}); opening it again`, { profile: this.name, code: e.code });
+      void signer.close().catch(() => undefined);
+    }
+    if (attempt >= 2) throw e;
+    return this.useSigner(op, attempt + 1);
+  }
+
 
   private blockPin(e: RaError): void {
     if (!this.pinBlocked) {
