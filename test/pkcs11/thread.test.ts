@@ -138,6 +138,48 @@ describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
     assert.ok(verify("sha256", message, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, await again.sign(message)), "the new signer still works");
   });
 
+  test("a quick EC key signs on a lane thread too under concurrent load: every signature verifies, one login", async () => {
+    const k = key("ec-p256");
+    const asked: PinRequest[] = [];
+    const signer = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, asked) });
+    const verifies = (m: Buffer, sig: Buffer) => verify("sha256", m, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, sig);
+    const message = (i: number) => Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, b) => b)), Buffer.from(` lane ${i}`)]);
+    for (let i = 0; i < 10; i++) assert.ok(verifies(message(i), await signer.sign(message(i))), `warm-up ${i}`);
+    assert.equal(signer.laneSignatures, 0, "no lane without concurrency");
+    const warm = await signer.status();
+    let n = 100;
+    for (let wave = 0; wave < 30 && signer.laneSignatures < 50; wave++) {
+      const messages = Array.from({ length: 40 }, () => message(n++));
+      const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+      signatures.forEach((sig, i) => assert.ok(verifies(messages[i], sig), `wave ${wave} signature ${i}`));
+    }
+    assert.ok(signer.laneSignatures >= 50, `signatures made on the lane: ${signer.laneSignatures}`);
+    const status = await signer.status();
+    assert.equal(status.signatures + signer.laneSignatures, n - 100 + 10, "every signature was made once, on one thread or the other");
+    assert.ok(asked.length <= 1, "the PIN was asked at most once (the token may be logged in already)");
+    assert.equal(status.loginAttempts, warm.loginAttempts, "the lane never logs in");
+
+    // The token drops every session, the lane's too: the lane hands its signatures back, the PKCS#11 thread recovers once.
+    closeAllSessionsUnderneath(hsm.modulePath, hsm.tokens[0].serial);
+    const messages = Array.from({ length: 40 }, () => message(n++));
+    const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+    signatures.forEach((sig, i) => assert.ok(verifies(messages[i], sig), `after the reset: signature ${i}`));
+    const after = await signer.status();
+    assert.equal(after.recoveries - status.recoveries, 1, "one recovery");
+    assert.equal(after.loginAttempts - status.loginAttempts, 1, "one re-login");
+    assert.equal(after.sessions.busy, 0);
+    await signer.close();
+  });
+
+  test("an RSA key never signs on a lane (each of its signatures is verified on the PKCS#11 thread)", async () => {
+    const k = key("rsa-2048");
+    const signer = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, []) });
+    for (let i = 0; i < 5; i++) await signer.sign(Buffer.from(`warm-up ${i}`));
+    for (let wave = 0; wave < 3; wave++) await Promise.all(Array.from({ length: 20 }, (_, i) => signer.sign(Buffer.from(`rsa ${wave} ${i}`))));
+    assert.equal(signer.laneSignatures, 0);
+    await signer.close();
+  });
+
   test("listing through the thread sees the tokens without logging in", async () => {
     const modules = await thread.list({ modulePaths: [hsm.modulePath] });
     const labels = modules.flatMap((m) => (m.slots ?? []).map((s) => s.token?.label));

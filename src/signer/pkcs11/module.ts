@@ -10,6 +10,7 @@ import { RaError, usageError } from "../../errors";
 import { logger } from "../../log/logger";
 import type { Pkcs11Uri } from "../../uri/pkcs11-uri";
 import { hasCkr, toRaError } from "./errors";
+import { revokeLaneGrants } from "./lane-grant";
 import { catalogEntryForPath, findCatalogEntry, locateCatalogModule, moduleCatalog, candidatePaths, moduleHints, quirksFor, Quirks } from "./native-config";
 import { listP11KitModules } from "./p11-kit";
 
@@ -243,6 +244,7 @@ export class Pkcs11Module {
    */
   reinitialize(quirks?: Quirks): void {
     logger.info("re-initialising PKCS#11 module", { module: this.path });
+    revokeLaneGrants({ module: this }, false);
     try {
       this.api.C_Finalize();
     } catch (e) {
@@ -257,6 +259,7 @@ export class Pkcs11Module {
     if (this.closed) return;
     this.closed = true;
     modules.delete(this.key);
+    revokeLaneGrants({ module: this }, !this.initializedHere);
     try {
       if (this.initializedHere) this.api.C_Finalize();
     } catch (e) {

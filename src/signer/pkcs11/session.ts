@@ -9,6 +9,7 @@ import { logger } from "../../log/logger";
 import { CKF_TOKEN_PRESENT, CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
 import { ckrOf, errorLogFields, hasCkr, Pkcs11CallError, pinLockedHint, PinRefusedError, toRaError } from "./errors";
 import { badPins, checkLoginAllowed, login, LoginPolicy, LoginTarget } from "./login";
+import { revokeLaneGrants } from "./lane-grant";
 import type { Pkcs11Module } from "./module";
 import type { Quirks } from "./native-config";
 import type { PinProvider, PinResult } from "./pin";
@@ -189,6 +190,7 @@ export class TokenContext {
    */
   private dropSessions(why: string): void {
     logger.debug("dropping PKCS#11 sessions", { tokenName: this.name, why });
+    revokeLaneGrants({ owner: this });
     for (const h of this.idle) this.closeSession(h);
     this.idle = [];
     this.generation++;
@@ -483,6 +485,7 @@ export class TokenContext {
 
   /** Closes every idle session (busy ones close when returned); the login ends with the last session. */
   close(): void {
+    revokeLaneGrants({ owner: this });
     for (const h of this.idle) this.closeSession(h);
     this.idle = [];
     this.generation++;

@@ -119,8 +119,11 @@ function timedSign(ctx: TokenContext, lease: SessionLease, key: KeyHandle, plan:
   return raw;
 }
 
-/** The signature as returned to callers: a copy (RSA) or the DER form (ECDSA), never the token's output buffer. */
-function finishSignature(raw: Buffer, plan: SignPlan, key: KeyHandle): Buffer {
+/**
+ * The signature as returned to callers: a copy (RSA) or the DER form (ECDSA), never the token's output buffer.
+ * @throws RaError `PKCS11_BAD_SIGNATURE` for a malformed ECDSA signature
+ */
+export function finishSignature(raw: Buffer, plan: Pick<SignPlan, "output">, key: Pick<KeyHandle, "ecFieldBytes" | "uri">): Buffer {
   if (plan.output !== "ecdsa-der") return Buffer.from(raw);
   assertEcdsaForm(raw, key);
   return ecdsaRawToDer(raw);
@@ -132,7 +135,7 @@ function finishSignature(raw: Buffer, plan: SignPlan, key: KeyHandle): Buffer {
  * each key lookup in full.
  * @throws RaError `PKCS11_BAD_SIGNATURE`
  */
-function assertEcdsaForm(raw: Buffer, key: KeyHandle): void {
+function assertEcdsaForm(raw: Buffer, key: Pick<KeyHandle, "ecFieldBytes" | "uri">): void {
   const half = raw.length / 2;
   if ((key.ecFieldBytes !== undefined && raw.length !== 2 * key.ecFieldBytes) || allZero(raw, 0, half) || allZero(raw, half, raw.length)) {
     throw new RaError("token", "PKCS11_BAD_SIGNATURE", `the token returned a malformed ECDSA signature for ${key.uri} (${raw.length} bytes${key.ecFieldBytes ? `, expected ${2 * key.ecFieldBytes}` : ""})`, {

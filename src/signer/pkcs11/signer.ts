@@ -15,6 +15,7 @@ import { algorithmFor, DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } fr
 import type { PinState } from "./constants";
 import { errorLogFields, hasCkr, toRaError } from "./errors";
 import type { LoginPolicy } from "./login";
+import { LaneGrant, LaneGrantDescription, openLaneGrant } from "./lane-grant";
 import { chooseMechanism, planWith, SignMechanism } from "./mechanisms";
 import { loadModule, resolveModule } from "./module";
 import { CertificateObject, PrivateKeyObject, readPrivateKeys } from "./objects";
@@ -112,6 +113,8 @@ export class Pkcs11Signer implements Signer {
   private verifiedSinceLookup = false;
   private signatures = 0;
   private closed = false;
+  /** Sessions lent to lane threads for this key (see ./lane-grant). */
+  private readonly laneGrants = new Set<LaneGrant>();
 
   /** @internal use {@link openPkcs11Signer} */
   constructor(init: { ctx: TokenContext; key: PrivateKeyObject; keyUri: string; keyGeneration: number; certificate: CertificateInfo; certificateUri?: string; chain: Uint8Array[]; auth: SignAuth }) {
@@ -331,10 +334,58 @@ export class Pkcs11Signer implements Signer {
     this.verifiedSinceLookup = false;
   }
 
+  /**
+   * Lends a lane thread a session of its own and this key's handle, so that
+   * signatures with `digest` can also be made there (see ./lane-grant). Only for a
+   * quick EC key that signs in place on this (non-main) thread: logged in as needed,
+   * without a context-specific login, verified since it was looked up, on a token
+   * whose pool allows more than one session.
+   * @returns undefined when the key does not qualify now
+   * @throws RaError when the session cannot be opened
+   */
+  grantLane(digest: DigestAlgorithm): LaneGrantDescription | undefined {
+    const timing = this.signTiming;
+    // EC only: an RSA signature is verified every time (a fault attack on RSA-CRT), which a lane does not do.
+    if (this.keyType !== "EC" || this.closed || isMainThread || this.key.alwaysAuthenticate || timing.typicalMicros() === 0 || timing.prefersPool()) return undefined;
+    if (!this.ctx.present || this.keyGeneration !== this.ctx.generation || !this.verifiedSinceLookup || this.ctx.quirks.sessionPoolSize < 2) return undefined;
+    if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) return undefined;
+    const mechanism = this.mechanismFor(digest);
+    let grant: LaneGrant;
+    try {
+      grant = openLaneGrant(this.ctx.module, this.ctx, this.ctx.slot.handle);
+    } catch (e) {
+      throw this.fail(e, "C_OpenSession");
+    }
+    this.laneGrants.add(grant);
+    logger.debug("lent a session to a signing lane", { tokenName: this.ctx.name, key: this.keyUri, grant: grant.id });
+    return {
+      grant: grant.id,
+      modulePath: this.ctx.module.path,
+      session: grant.session,
+      key: this.keyHandle.handle,
+      mechanism,
+      ecFieldBytes: this.keyHandle.ecFieldBytes,
+      publicKey: this.certificateInfo.publicKey.export({ type: "spki", format: "der" }),
+      keyUri: this.keyUri,
+      control: grant.control,
+    };
+  }
+
+  /** Takes back a session lent by {@link grantLane}. Idempotent. */
+  releaseLane(grant: number): void {
+    for (const g of this.laneGrants) {
+      if (g.id !== grant) continue;
+      this.laneGrants.delete(g);
+      g.revoke();
+    }
+  }
+
   /** Releases this signer's hold on the token; the last signer closes the sessions (which logs out). Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const g of this.laneGrants) g.revoke();
+    this.laneGrants.clear();
     this.ctx.refs--;
     if (this.ctx.refs <= 0) this.ctx.close();
   }

@@ -6,6 +6,7 @@
 import { ErrorKind, RaError } from "../../../errors";
 import type { DigestAlgorithm, KeyType, SigV4X509Algorithm } from "../../signer";
 import type { ListOptions } from "../enumerate";
+import type { LaneGrantDescription } from "../lane-grant";
 import type { PinRequest, PinResult } from "../pin";
 import type { Pkcs11SignerOptions, Pkcs11SignerStatus, Pkcs11TokenInfo } from "../signer";
 
@@ -21,8 +22,22 @@ export type ThreadRequest =
   | { op: "sign"; id: number; signer: number; /** The message's bytes as a latin1 string (see {@link bytesToWire}). */ message: string; digest: DigestAlgorithm }
   | { op: "status"; id: number; signer: number; /** Look at the token (C_GetTokenInfo) instead of cached state. */ probe: boolean }
   | { op: "close"; id: number; signer: number }
+  | { op: "lane-grant"; id: number; signer: number; digest: DigestAlgorithm }
+  | { op: "lane-release"; id: number; signer: number; grant: number }
   | { op: "list"; id: number; options: ThreadListOptions }
   | { op: "close-all"; id: number };
+
+/** Main thread → lane thread (see ../lane-grant). */
+export type LaneRequest =
+  | { op: "attach"; description: LaneGrantDescription }
+  | { op: "detach"; grant: number }
+  | { op: "sign"; id: number; grant: number; /** latin1, as in {@link ThreadRequest} */ message: string };
+
+/**
+ * Lane thread → main thread: a signature (latin1), or the request handed back
+ * ("bounced") to be made by the PKCS#11 thread, with why, for the debug log.
+ */
+export type LaneReply = { op: "reply"; id: number; ok: true; value: string } | { op: "reply"; id: number; ok: false; bounced: string };
 
 /** Main thread → PKCS#11 thread: the answer to a {@link PinAsk}. */
 export type PinAnswer = { op: "pin-answer"; ask: number; ok: true; result?: PinResult } | { op: "pin-answer"; ask: number; ok: false; error: SerializedError };

@@ -17,7 +17,9 @@ import type { ModuleListing } from "../enumerate";
 import type { PinProvider } from "../pin";
 import type { Pkcs11SignerOptions, Pkcs11SignerStatus, Pkcs11TokenInfo } from "../signer";
 import { asBuffer, bytesFromWire, bytesToWire, deserializeError, LogRecord, MessageBatch, Outbox, PinAnswer, PinAsk, serializeError, SignerDescription, ThreadListOptions, ThreadReply, ThreadRequest, unbatch } from "./messages";
+import { SignLane } from "./sign-lane";
 import type { ThreadStartData } from "./thread-main";
+import type { LaneGrantDescription } from "../lane-grant";
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
 type RequestBody = ThreadRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
@@ -27,6 +29,11 @@ type RequestBody = ThreadRequest extends infer R ? (R extends { id: number } ? O
  * a signature); a small young generation keeps the agent's memory flat.
  */
 const THREAD_YOUNG_GENERATION_MB = 2;
+
+/** Calls under way on the PKCS#11 thread from which a quick key asks for a signing lane. */
+const LANE_AFTER_PENDING = 2;
+/** After a key did not get a lane, or gave one up, the next request waits this long, ms. */
+const LANE_RETRY_MS = 5_000;
 
 /**
  * One worker thread for all PKCS#11 work of a process. Started on first use;
@@ -42,6 +49,18 @@ export class Pkcs11Thread {
   #outbox?: Outbox<ThreadRequest>;
   /** Bumped each time a thread stops: signers opened before are unusable. */
   #generation = 0;
+
+  #lane?: SignLane;
+
+  /** Calls under way on the thread. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** The signing lane thread for quick keys (see ../lane-grant), created on first use. */
+  get lane(): SignLane {
+    return (this.#lane ??= new SignLane());
+  }
 
   /** How many times a thread stopped; signers remember the value they were opened at. */
   get generation(): number {
@@ -166,8 +185,10 @@ export class Pkcs11Thread {
   async close(): Promise<void> {
     if (this.#closed) return;
     const worker = this.#worker;
+    this.#lane?.close();
     if (worker) await this.call({ op: "close-all" }).catch((e: unknown) => logger.debug("closing the PKCS#11 thread's tokens failed", { error: (e as Error).message }));
     this.#closed = true;
+    this.#lane?.close();
     this.#pinChannels.clear();
     if (worker) await worker.terminate();
   }
@@ -203,6 +224,11 @@ export class ThreadedPkcs11Signer implements Signer {
   readonly #onClose: () => void;
   readonly #generation: number;
   #closed = false;
+  /** The grant this key signs with on the lane thread, if any (see ../lane-grant). */
+  #lane?: { grant: number; digest: DigestAlgorithm };
+  #laneRequested = false;
+  #laneSignatures = 0;
+  #nextLaneRequest = 0;
   #probing?: Promise<Pkcs11SignerStatus>;
   #lastStatus?: Pkcs11SignerStatus;
 
@@ -230,7 +256,74 @@ export class ThreadedPkcs11Signer implements Signer {
   sign(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Promise<Buffer> {
     if (this.#closed) return Promise.reject(new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" }));
     if (this.#thread.generation !== this.#generation) return Promise.reject(threadStoppedError("this key was opened in a thread that is gone"));
-    return this.#thread.call<string>({ op: "sign", signer: this.#id, message: bytesToWire(message), digest }).then(bytesFromWire);
+    const wire = bytesToWire(message);
+    const lane = this.#lane;
+    // Under concurrent load, every other signature goes to the lane thread.
+    if (lane && lane.digest === digest && this.#thread.lane.inFlight(lane.grant) < this.#thread.pendingCount) {
+      return this.#thread.lane.sign(lane.grant, wire).then((r) => (r.ok ? this.#fromLane(r.value) : this.#bounced(lane, r.bounced, wire, digest)));
+    }
+    if (!lane && this.#thread.pendingCount >= LANE_AFTER_PENDING && !this.#laneRequested && Date.now() >= this.#nextLaneRequest) this.#requestLane(digest);
+    return this.#signOnThread(wire, digest);
+  }
+
+  /** Signatures made on the lane thread (see ../lane-grant); the PKCS#11 thread's status counts the others. */
+  get laneSignatures(): number {
+    return this.#laneSignatures;
+  }
+
+  #fromLane(wire: string): Buffer {
+    this.#laneSignatures++;
+    return bytesFromWire(wire);
+  }
+
+  #signOnThread(wire: string, digest: DigestAlgorithm): Promise<Buffer> {
+    return this.#thread.call<string>({ op: "sign", signer: this.#id, message: wire, digest }).then(bytesFromWire);
+  }
+
+  /** A signature the lane handed back: the lane is given up, and the PKCS#11 thread makes it. */
+  #bounced(lane: { grant: number }, why: string, wire: string, digest: DigestAlgorithm): Promise<Buffer> {
+    if (this.#lane === lane) {
+      this.#dropLane(`it handed a signature back: ${why}`);
+      this.#nextLaneRequest = Date.now() + LANE_RETRY_MS;
+    }
+    if (this.#closed) return Promise.reject(new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" }));
+    return this.#signOnThread(wire, digest);
+  }
+
+  #requestLane(digest: DigestAlgorithm): void {
+    this.#laneRequested = true;
+    const retryLater = () => {
+      this.#laneRequested = false;
+      this.#nextLaneRequest = Date.now() + LANE_RETRY_MS;
+    };
+    this.#thread.call<LaneGrantDescription | null>({ op: "lane-grant", signer: this.#id, digest }).then(
+      (d) => {
+        if (!d) return retryLater();
+        this.#laneRequested = false;
+        if (this.#closed || this.#thread.generation !== this.#generation) {
+          void this.#thread.call({ op: "lane-release", signer: this.#id, grant: d.grant }).catch(() => undefined);
+          return;
+        }
+        this.#lane = { grant: d.grant, digest };
+        this.#thread.lane.attach(d, (why) => this.#dropLane(why));
+        logger.debug("signing on two threads under load", { key: this.keyUri, grant: d.grant });
+      },
+      (e: unknown) => {
+        retryLater();
+        logger.debug("no signing lane", { key: this.keyUri, error: (e as Error).message });
+      },
+    );
+  }
+
+  /** Gives the lane's session back to the PKCS#11 thread. */
+  #dropLane(why: string): void {
+    const lane = this.#lane;
+    if (!lane) return;
+    this.#lane = undefined;
+    logger.debug("signing lane given up", { key: this.keyUri, grant: lane.grant, why });
+    this.#thread.lane.detach(lane.grant);
+    // A thread that stopped took its sessions with it; a new one knows nothing of this grant.
+    if (this.#thread.generation === this.#generation) void this.#thread.call({ op: "lane-release", signer: this.#id, grant: lane.grant }).catch(() => undefined);
   }
 
   /** Cached token state (no token I/O), from the thread. */
@@ -260,6 +353,7 @@ export class ThreadedPkcs11Signer implements Signer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#dropLane("the key was closed");
     this.#onClose();
     // Signer numbers start again in a new thread: never close another signer's number.
     if (this.#thread.generation !== this.#generation) return;

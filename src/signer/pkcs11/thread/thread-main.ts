@@ -82,6 +82,11 @@ async function run(req: ThreadRequest): Promise<unknown> {
       await signer?.close();
       return undefined;
     }
+    case "lane-grant":
+      return signerOf(req.signer).grantLane(req.digest) ?? null;
+    case "lane-release":
+      signers.get(req.signer)?.releaseLane(req.grant);
+      return undefined;
     case "list":
       return listPkcs11({ ...req.options, login: false });
     case "close-all":
