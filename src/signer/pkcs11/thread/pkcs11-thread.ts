@@ -89,6 +89,8 @@ export class Pkcs11Thread {
     this.#worker = undefined;
     if (!this.#closed) this.#generation++;
     if (!this.#closed) logger.error("the PKCS#11 thread stopped", { error: e.message });
+    // The lane's sessions were lent by the thread that stopped.
+    this.#lane?.close();
     const err = threadStoppedError(e.message);
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
@@ -287,6 +289,7 @@ export class ThreadedPkcs11Signer implements Signer {
       this.#nextLaneRequest = Date.now() + LANE_RETRY_MS;
     }
     if (this.#closed) return Promise.reject(new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" }));
+    if (this.#thread.generation !== this.#generation) return Promise.reject(threadStoppedError("this key was opened in a thread that is gone"));
     return this.#signOnThread(wire, digest);
   }
 
