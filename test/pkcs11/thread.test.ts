@@ -171,6 +171,30 @@ describe("PKCS#11 thread on SoftHSM", needsSoftHsm(), () => {
     await signer.close();
   });
 
+  test("a lane unused for IDLE_MS is given back and its thread stops; later load gets a new one", async () => {
+    const { SignLane } = await import("../../src/signer/pkcs11/thread/sign-lane");
+    const idle = SignLane.IDLE_MS;
+    SignLane.IDLE_MS = 300;
+    try {
+      const k = key("ec-p256");
+      const signer = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, []) });
+      const verifies = (m: Buffer, sig: Buffer) => verify("sha256", m, { key: createPublicKey(k.certificatePem!), dsaEncoding: "der" }, sig);
+      for (let i = 0; i < 10; i++) await signer.sign(Buffer.from(`warm-up ${i}`));
+      for (let wave = 0; wave < 30 && signer.laneSignatures === 0; wave++) await Promise.all(Array.from({ length: 40 }, (_, i) => signer.sign(Buffer.from(`idle ${wave} ${i}`))));
+      assert.ok(signer.laneSignatures > 0 && thread.lane.running, "the lane is in use");
+      const deadline = Date.now() + 5000;
+      while (thread.lane.running && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(thread.lane.running, false, "the idle lane's thread stopped");
+      const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`after the lane stopped ${i}`));
+      const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+      signatures.forEach((sig, i) => assert.ok(verifies(messages[i], sig), `signature ${i} after the lane stopped`));
+      assert.equal((await signer.status()).sessions.busy, 0);
+      await signer.close();
+    } finally {
+      SignLane.IDLE_MS = idle;
+    }
+  });
+
   test("an RSA key never signs on a lane (each of its signatures is verified on the PKCS#11 thread)", async () => {
     const k = key("rsa-2048");
     const signer = await thread.openSigner({ certificateUri: k.certificateUri, modulePath: hsm.modulePath, pin: counting(hsm.tokens[0].pin, []) });

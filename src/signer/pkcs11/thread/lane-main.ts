@@ -96,6 +96,9 @@ function handle(msg: LaneRequest): void {
     case "detach":
       lanes.delete(msg.grant);
       return;
+    case "exit":
+      // Ends this thread only; the requests still queued were already handed back.
+      process.exit(0);
     case "sign": {
       const lane = lanes.get(msg.grant);
       const bounce = (why: string) => {

@@ -31,6 +31,7 @@ export type ThreadRequest =
 export type LaneRequest =
   | { op: "attach"; description: LaneGrantDescription }
   | { op: "detach"; grant: number }
+  | { op: "exit" }
   | { op: "sign"; id: number; grant: number; /** latin1, as in {@link ThreadRequest} */ message: string };
 
 /**

@@ -22,14 +22,19 @@ interface Grant {
 
 /** One lane thread and the grants attached to it. */
 export class SignLane {
-  /** A grant unused this long is given back, and the thread stops with the last one, ms. */
-  static readonly IDLE_MS = 30_000;
+  /** A grant unused this long is given back, and the thread stops with the last one, ms (tests shorten it). */
+  static IDLE_MS = 30_000;
   #worker?: Worker;
   #outbox?: Outbox<LaneRequest>;
   #pending = new Map<number, { grant: number; resolve: (r: LaneReply) => void }>();
   #nextId = 1;
   #grants = new Map<number, Grant>();
   #sweep?: NodeJS.Timeout;
+
+  /** True while the lane thread runs. */
+  get running(): boolean {
+    return this.#worker !== undefined;
+  }
 
   /** Signatures under way on `grant`. */
   inFlight(grant: number): number {
@@ -76,7 +81,10 @@ export class SignLane {
     clearInterval(this.#sweep);
     this.#sweep = undefined;
     this.#bounceAll("the lane thread stopped");
-    if (worker) void worker.terminate();
+    // Not terminate(): that can stop the thread between C_Sign and clearing its busy
+    // word, and the PKCS#11 thread would then wait for a signature that never ends.
+    // The lane exits between two messages instead.
+    worker?.postMessage({ op: "exit" } satisfies LaneRequest);
   }
 
   #send(request: LaneRequest): void {
