@@ -30,6 +30,8 @@ export class SignTiming {
   /** Samples the median is taken over. */
   static readonly WINDOW = 8;
   private readonly window: number[] = [];
+  /** Reused for the median: record() runs on every in-place signature and allocates nothing. */
+  private readonly sorted = new Float64Array(SignTiming.WINDOW);
   private nextSlot = 0;
   private recorded = 0;
   private count = 0;
@@ -54,9 +56,17 @@ export class SignTiming {
     if (this.window.length < SignTiming.WINDOW) this.window.push(micros);
     else this.window[this.nextSlot] = micros;
     this.nextSlot = (this.nextSlot + 1) % SignTiming.WINDOW;
-    const sorted = [...this.window].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    this.typical = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    const n = this.window.length;
+    const sorted = this.sorted;
+    for (let i = 0; i < n; i++) {
+      // Insertion sort of at most WINDOW numbers.
+      const v = this.window[i];
+      let j = i;
+      for (; j > 0 && sorted[j - 1] > v; j--) sorted[j] = sorted[j - 1];
+      sorted[j] = v;
+    }
+    const mid = n >> 1;
+    this.typical = n % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   }
 
   /** Median of the recent samples, µs (0 before any). */

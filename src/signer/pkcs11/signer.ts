@@ -83,6 +83,8 @@ export interface Pkcs11SignerStatus {
   closed: boolean;
 }
 
+const DIGESTS: ReadonlySet<string> = new Set<DigestAlgorithm>(["SHA256", "SHA384", "SHA512"]);
+
 /** A private key in a PKCS#11 token with its certificate. */
 export class Pkcs11Signer implements Signer {
   readonly keyType: KeyType;
@@ -202,7 +204,7 @@ export class Pkcs11Signer implements Signer {
    */
   signSoon(message: Uint8Array, digest: DigestAlgorithm = "SHA256"): Buffer | Promise<Buffer> {
     if (this.closed) throw new RaError("internal", "SIGNER_CLOSED", "the PKCS#11 signer was closed", { hint: "open it again" });
-    if (!["SHA256", "SHA384", "SHA512"].includes(digest)) throw usageError("UNSUPPORTED_DIGEST", `unsupported digest ${digest}`, "use SHA256, SHA384 or SHA512");
+    if (!DIGESTS.has(digest)) throw usageError("UNSUPPORTED_DIGEST", `unsupported digest ${digest}`, "use SHA256, SHA384 or SHA512");
     const seenGeneration = this.ctx.generation;
     let now: Buffer | undefined;
     try {

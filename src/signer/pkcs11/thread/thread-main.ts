@@ -112,19 +112,21 @@ function handle(msg: ThreadRequest | PinAnswer): void {
     else pending.reject(deserializeError(msg.error));
     return;
   }
-  const id = msg.id;
-  const ok = (value: unknown) => replies.push({ op: "reply", id, ok: true, value });
-  const failed = (e: unknown) => replies.push({ op: "reply", id, ok: false, error: serializeError(e) });
-  if (msg.op !== "sign") {
-    run(msg).then(ok, failed);
-    return;
-  }
-  // This thread's hot path: a signature made at once is answered at once, without a promise.
+  if (msg.op !== "sign") return answerLater(msg.id, run(msg));
+  // This thread's hot path: a signature made at once is answered at once, without a
+  // promise or a closure.
   try {
     const signature = signerOf(msg.signer).signSoon(bytesFromWire(msg.message), msg.digest);
-    if (signature instanceof Promise) signature.then((s) => ok(bytesToWire(s)), failed);
-    else ok(bytesToWire(signature));
+    if (signature instanceof Promise) answerLater(msg.id, signature.then(bytesToWire));
+    else replies.push({ op: "reply", id: msg.id, ok: true, value: bytesToWire(signature) });
   } catch (e) {
-    failed(e);
+    replies.push({ op: "reply", id: msg.id, ok: false, error: serializeError(e) });
   }
+}
+
+function answerLater(id: number, result: Promise<unknown>): void {
+  result.then(
+    (value) => replies.push({ op: "reply", id, ok: true, value }),
+    (e: unknown) => replies.push({ op: "reply", id, ok: false, error: serializeError(e) }),
+  );
 }
