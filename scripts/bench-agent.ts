@@ -521,6 +521,10 @@ async function main(): Promise<void> {
         e[`${keyType}.ratioMin`] = Math.min(...ratios);
         e[`${keyType}.ratioMax`] = Math.max(...ratios);
         e[`${keyType}.ratioVsBestRaw`] = median(viaAgent) / Math.max(median(sync), rawAsync.rps);
+        // How many of the profile's signatures the signing lane made (docs/pkcs11.md): none for RSA.
+        const profiles = (JSON.parse((await get("/v1/status")).body) as { profiles: Array<{ name: string; signatures: number; token?: { laneSignatures?: number } }> }).profiles;
+        const p = profiles.find((x) => x.name === profileName);
+        e[`${keyType}.laneShare`] = p && p.signatures ? (p.token?.laneSignatures ?? 0) / p.signatures : 0;
       }
       figures.e = e;
     }
@@ -569,6 +573,7 @@ async function main(): Promise<void> {
       line("RSA", "RSA-2048"),
       line("EC", "EC P-256"),
       `    agent CPU per signature (all threads, HTTP included): RSA ${fmt(e["RSA.agentCpuMicrosPerSignature"], 0)} µs, EC ${fmt(e["EC.agentCpuMicrosPerSignature"], 0)} µs; raw sync spends ${fmt(1e6 / e["RSA.rawSync1"], 0)} / ${fmt(1e6 / e["EC.rawSync1"], 0)} µs`,
+      `    made on the signing lane: RSA ${fmt(e["RSA.laneShare"] * 100, 0)} %, EC ${fmt(e["EC.laneShare"] * 100, 0)} % (docs/pkcs11.md: quick EC keys only)`,
       "",
     );
   }

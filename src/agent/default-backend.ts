@@ -149,7 +149,7 @@ export function createDefaultBackend(): ProfileBackend {
       // absent at once. The thread may be busy (a login, a PIN prompt, a hung reader): after
       // STATUS_PROBE_WAIT_MS the last known state is shown instead, marked stale.
       type Status = import("../signer/pkcs11/signer").Pkcs11SignerStatus;
-      const p11 = signer as { probe?: () => Promise<Status>; lastStatus?: Status };
+      const p11 = signer as { probe?: () => Promise<Status>; lastStatus?: Status; laneSignatures?: number };
       if (!p11.probe) return undefined;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), STATUS_PROBE_WAIT_MS)));
@@ -171,6 +171,8 @@ export function createDefaultBackend(): ProfileBackend {
         loginAttempts: s.loginAttempts,
         recoveries: s.recoveries,
         sessions: s.sessions,
+        // Made on the signing lane, under concurrent load (docs/pkcs11.md); `signatures` above counts the profile's all.
+        ...(p11.laneSignatures !== undefined ? { laneSignatures: p11.laneSignatures } : {}),
         lastError: s.lastError,
         ...(fresh ? {} : { stale: true }),
       };
