@@ -30,8 +30,8 @@ type RequestBody = ThreadRequest extends infer R ? (R extends { id: number } ? O
  */
 const THREAD_YOUNG_GENERATION_MB = 2;
 
-/** Calls under way on the PKCS#11 thread from which a quick key asks for a signing lane. */
-const LANE_AFTER_PENDING = 2;
+/** Calls under way on the PKCS#11 thread from which a quick key asks for a signing lane: a queue, not a pair of requests. */
+const LANE_AFTER_PENDING = 4;
 /** After a key did not get a lane, or gave one up, the next request waits this long, ms. */
 const LANE_RETRY_MS = 5_000;
 
