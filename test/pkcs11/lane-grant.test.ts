@@ -7,10 +7,13 @@
 import "./isolated-state"; // first: this process's own RA_AGENT_STATE_DIR
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createPublicKey } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import * as pkcs11js from "pkcs11js";
 import { LANE_BUSY, LANE_VALID, laneGrant, openLaneGrant, revokeLaneGrants } from "../../src/signer/pkcs11/lane-grant";
 import { closeAllPkcs11 } from "../../src/signer/pkcs11/index";
+import { chooseMechanism } from "../../src/signer/pkcs11/mechanisms";
+import { SignLane } from "../../src/signer/pkcs11/thread/sign-lane";
 import { loadModule, Pkcs11Module } from "../../src/signer/pkcs11/module";
 import { needsSoftHsm, provisionTestHsm, TestHsm } from "../support/softhsm";
 
@@ -60,6 +63,43 @@ describe("lane grants on SoftHSM", needsSoftHsm(), () => {
     assert.throws(() => module.api.C_GetSessionInfo(grant.session), (e: unknown) => (e as { code?: number }).code === pkcs11js.CKR_SESSION_HANDLE_INVALID, "the session is closed");
     assert.equal(laneGrant(grant.id), undefined);
     await worker.terminate();
+  });
+
+  test("a lane thread that is gone, even in the middle of a signature, no longer holds up a revocation; a detached grant is invalid", async () => {
+    const grant = openLaneGrant(module, {}, slot);
+    const words = new Int32Array(grant.control);
+    const lane = new SignLane();
+    const publicKey = createPublicKey(hsm.tokens[0].keys[0].certificatePem!).export({ type: "spki", format: "der" });
+    const describe = (g: typeof grant) => ({
+      grant: g.id,
+      modulePath: hsm.modulePath,
+      session: g.session,
+      key: Buffer.alloc(8),
+      mechanism: chooseMechanism("EC", "SHA256", undefined),
+      ecFieldBytes: 32,
+      publicKey,
+      keyUri: "pkcs11:token=lanes;object=ec",
+      control: g.control,
+    });
+    const key = lane.attach(describe(grant), () => undefined);
+    assert.ok(lane.running);
+    // As if the thread had died inside C_Sign (a crash skips its `finally`): busy stays set.
+    Atomics.store(words, LANE_BUSY, 1);
+    lane.close();
+    const deadline = Date.now() + 5000;
+    while (Atomics.load(words, LANE_BUSY) === 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(Atomics.load(words, LANE_BUSY), 0, "the main thread cleared the busy word when the thread exited");
+    assert.equal(Atomics.load(words, LANE_VALID), 0);
+    const started = Date.now();
+    grant.revoke();
+    assert.ok(Date.now() - started < 1000, "the revocation did not wait");
+    assert.equal(lane.inFlight(key), 0);
+
+    const other = openLaneGrant(module, {}, slot);
+    const otherKey = lane.attach(describe(other), () => undefined);
+    lane.detach(otherKey);
+    assert.equal(Atomics.load(new Int32Array(other.control), LANE_VALID), 0, "requests still queued for a detached grant will not sign");
+    other.revoke();
   });
 
   test("revoking by owner takes back that owner's grants only; an idle grant is revoked at once", () => {

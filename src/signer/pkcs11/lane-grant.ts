@@ -21,12 +21,12 @@ import { logger } from "../../log/logger";
 import type { SignMechanism } from "./mechanisms";
 import type { Pkcs11Module } from "./module";
 
-/** Index of the word the owner clears to revoke a grant (1: valid). */
-export const LANE_VALID = 0;
-/** Index of the word the lane sets while it signs (1: busy). */
-export const LANE_BUSY = 1;
-/** How long a revocation waits for a lane signature to end before it goes on regardless, ms. */
-const REVOKE_WAIT_MS = 2000;
+import { LANE_BUSY, LANE_VALID } from "./lane-control";
+
+export { LANE_BUSY, LANE_VALID };
+
+/** A revocation that waits this long for a lane signature logs a warning (and again after as long), ms. */
+const REVOKE_WARN_MS = 2000;
 
 /** What a lane thread needs to sign with a lent session: plain data that crosses postMessage. */
 export interface LaneGrantDescription {
@@ -77,11 +77,14 @@ export class LaneGrant {
     this.revoked = true;
     grants.delete(this.id);
     Atomics.store(this.words, LANE_VALID, 0);
-    const deadline = Date.now() + REVOKE_WAIT_MS;
-    while (Atomics.load(this.words, LANE_BUSY) === 1 && Date.now() < deadline) {
-      Atomics.wait(this.words, LANE_BUSY, 1, 50);
+    // No deadline: closing the session or finalising the module under a C_Sign of
+    // another thread is undefined behaviour. A lane thread that dies has its busy
+    // word cleared by the main thread (./thread/sign-lane.ts).
+    while (Atomics.load(this.words, LANE_BUSY) === 1) {
+      if (Atomics.wait(this.words, LANE_BUSY, 1, REVOKE_WARN_MS) === "timed-out") {
+        logger.warn("waiting for a signature on a signing lane to end before taking its session back", { grant: this.id });
+      }
     }
-    if (Atomics.load(this.words, LANE_BUSY) === 1) logger.warn("a lane signature did not end in time; taking its session back regardless", { grant: this.id });
     if (!closeSession) return;
     try {
       this.module.api.C_CloseSession(this.session);
@@ -98,6 +101,20 @@ export class LaneGrant {
 export function openLaneGrant(module: Pkcs11Module, owner: object, slot: Buffer): LaneGrant {
   const session = module.api.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
   return new LaneGrant(module, owner, session);
+}
+
+/** True once the grant was taken back. */
+export function isRevoked(grant: LaneGrant): boolean {
+  return !grants.has(grant.id);
+}
+
+/**
+ * The module handed out `session` for a new session: a grant that still names that
+ * number lost its session underneath us (the token dropped it), and must neither
+ * be used nor closed, since the number now belongs to the new session.
+ */
+export function forgetLaneSession(session: Buffer): void {
+  for (const g of [...grants.values()]) if (g.session.equals(session)) g.revoke(false);
 }
 
 /** The live grant with this number, if any. */

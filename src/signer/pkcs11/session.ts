@@ -9,7 +9,7 @@ import { logger } from "../../log/logger";
 import { CKF_TOKEN_PRESENT, CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS } from "./constants";
 import { ckrOf, errorLogFields, hasCkr, Pkcs11CallError, pinLockedHint, PinRefusedError, toRaError } from "./errors";
 import { badPins, checkLoginAllowed, login, LoginPolicy, LoginTarget } from "./login";
-import { revokeLaneGrants } from "./lane-grant";
+import { forgetLaneSession, revokeLaneGrants } from "./lane-grant";
 import type { Pkcs11Module } from "./module";
 import type { Quirks } from "./native-config";
 import type { PinProvider, PinResult } from "./pin";
@@ -121,6 +121,11 @@ export class TokenContext {
     };
   }
 
+  /** False when another context re-initialised the module and this one has not caught up yet. */
+  get moduleCurrent(): boolean {
+    return this.module.generation === this.moduleGeneration;
+  }
+
   /** Sessions open now, idle ones, and the pool's size. */
   sessionStats(): { open: number; idle: number; busy: number; max: number } {
     return { open: this.currentSessionCount(), idle: this.idle.length, busy: this.busy, max: this.quirks.sessionPoolSize };
@@ -166,6 +171,7 @@ export class TokenContext {
     } catch (e) {
       throw toRaError(e, { operation: "C_OpenSession", token: this.name, quirks: this.quirks });
     }
+    forgetLaneSession(h);
     const key = this.handleKey(h);
     if (this.sessions.has(key)) {
       // The module handed out a number we still held: the old session is dead (closed underneath us).

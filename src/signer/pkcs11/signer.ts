@@ -15,7 +15,7 @@ import { algorithmFor, DigestAlgorithm, KeyType, SigV4X509Algorithm, Signer } fr
 import type { PinState } from "./constants";
 import { errorLogFields, hasCkr, toRaError } from "./errors";
 import type { LoginPolicy } from "./login";
-import { LaneGrant, LaneGrantDescription, openLaneGrant } from "./lane-grant";
+import { isRevoked, LaneGrant, LaneGrantDescription, openLaneGrant } from "./lane-grant";
 import { chooseMechanism, planWith, SignMechanism } from "./mechanisms";
 import { loadModule, resolveModule } from "./module";
 import { CertificateObject, PrivateKeyObject, readPrivateKeys } from "./objects";
@@ -349,15 +349,18 @@ export class Pkcs11Signer implements Signer {
     const timing = this.signTiming;
     // EC only: an RSA signature is verified every time (a fault attack on RSA-CRT), which a lane does not do.
     if (this.keyType !== "EC" || this.closed || isMainThread || this.key.alwaysAuthenticate || timing.typicalMicros() === 0 || timing.prefersPool()) return undefined;
-    if (!this.ctx.present || this.keyGeneration !== this.ctx.generation || !this.verifiedSinceLookup || this.ctx.quirks.sessionPoolSize < 2) return undefined;
+    if (!this.ctx.present || !this.ctx.moduleCurrent || this.keyGeneration !== this.ctx.generation || !this.verifiedSinceLookup || this.ctx.quirks.sessionPoolSize < 2) return undefined;
     if ((this.requiresLogin || this.forceLogin) && !this.ctx.loggedIn) return undefined;
     const mechanism = this.mechanismFor(digest);
     let grant: LaneGrant;
     try {
       grant = openLaneGrant(this.ctx.module, this.ctx, this.ctx.slot.handle);
     } catch (e) {
-      throw this.fail(e, "C_OpenSession");
+      // Not noted as the token's last error: signing goes on without a lane.
+      throw toRaError(e, { operation: "C_OpenSession", token: this.ctx.name, object: this.keyUri, quirks: this.ctx.quirks });
     }
+    // Grants the token context took back (a recovery) are forgotten here.
+    for (const g of this.laneGrants) if (isRevoked(g)) this.laneGrants.delete(g);
     this.laneGrants.add(grant);
     logger.debug("lent a session to a signing lane", { tokenName: this.ctx.name, key: this.keyUri, grant: grant.id });
     return {

@@ -14,7 +14,8 @@ import { KeyObject, createPublicKey, verify as verifySignature } from "node:cryp
 import { parentPort } from "node:worker_threads";
 import * as pkcs11js from "pkcs11js";
 import { ckrOf } from "../errors";
-import { LANE_BUSY, LANE_VALID, LaneGrantDescription } from "../lane-grant";
+import { LANE_BUSY, LANE_VALID } from "../lane-control";
+import type { LaneGrantDescription } from "../lane-grant";
 import { planWith, SignMechanism } from "../mechanisms";
 import { finishSignature } from "../sign-operation";
 import { bytesFromWire, bytesToWire, LaneReply, LaneRequest, MessageBatch, Outbox, unbatch } from "./messages";

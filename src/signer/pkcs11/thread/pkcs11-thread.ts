@@ -227,7 +227,7 @@ export class ThreadedPkcs11Signer implements Signer {
   readonly #generation: number;
   #closed = false;
   /** The grant this key signs with on the lane thread, if any (see ../lane-grant). */
-  #lane?: { grant: number; digest: DigestAlgorithm };
+  #lane?: { grant: number; key: number; digest: DigestAlgorithm };
   #laneRequested = false;
   #laneSignatures = 0;
   #nextLaneRequest = 0;
@@ -261,8 +261,8 @@ export class ThreadedPkcs11Signer implements Signer {
     const wire = bytesToWire(message);
     const lane = this.#lane;
     // Under concurrent load, every other signature goes to the lane thread.
-    if (lane && lane.digest === digest && this.#thread.lane.inFlight(lane.grant) < this.#thread.pendingCount) {
-      return this.#thread.lane.sign(lane.grant, wire).then((r) => (r.ok ? this.#fromLane(r.value) : this.#bounced(lane, r.bounced, wire, digest)));
+    if (lane && lane.digest === digest && this.#thread.lane.inFlight(lane.key) < this.#thread.pendingCount) {
+      return this.#thread.lane.sign(lane.key, wire).then((r) => (r.ok ? this.#fromLane(r.value) : this.#bounced(lane, r.bounced, wire, digest)));
     }
     if (!lane && this.#thread.pendingCount >= LANE_AFTER_PENDING && !this.#laneRequested && Date.now() >= this.#nextLaneRequest) this.#requestLane(digest);
     return this.#signOnThread(wire, digest);
@@ -283,7 +283,7 @@ export class ThreadedPkcs11Signer implements Signer {
   }
 
   /** A signature the lane handed back: the lane is given up, and the PKCS#11 thread makes it. */
-  #bounced(lane: { grant: number }, why: string, wire: string, digest: DigestAlgorithm): Promise<Buffer> {
+  #bounced(lane: { key: number }, why: string, wire: string, digest: DigestAlgorithm): Promise<Buffer> {
     if (this.#lane === lane) {
       this.#dropLane(`it handed a signature back: ${why}`);
       this.#nextLaneRequest = Date.now() + LANE_RETRY_MS;
@@ -307,8 +307,18 @@ export class ThreadedPkcs11Signer implements Signer {
           void this.#thread.call({ op: "lane-release", signer: this.#id, grant: d.grant }).catch(() => undefined);
           return;
         }
-        this.#lane = { grant: d.grant, digest };
-        this.#thread.lane.attach(d, (why) => this.#dropLane(why));
+        let key: number;
+        try {
+          key = this.#thread.lane.attach(d, (why) => {
+            if (this.#lane?.key === key) this.#dropLane(why);
+          });
+        } catch (e) {
+          logger.warn("could not start a signing lane; signing goes on without one", { key: this.keyUri, error: (e as Error).message });
+          this.#nextLaneRequest = Date.now() + LANE_RETRY_MS;
+          void this.#thread.call({ op: "lane-release", signer: this.#id, grant: d.grant }).catch(() => undefined);
+          return;
+        }
+        this.#lane = { grant: d.grant, key, digest };
         logger.debug("signing on two threads under load", { key: this.keyUri, grant: d.grant });
       },
       (e: unknown) => {
@@ -324,7 +334,7 @@ export class ThreadedPkcs11Signer implements Signer {
     if (!lane) return;
     this.#lane = undefined;
     logger.debug("signing lane given up", { key: this.keyUri, grant: lane.grant, why });
-    this.#thread.lane.detach(lane.grant);
+    this.#thread.lane.detach(lane.key);
     // A thread that stopped took its sessions with it; a new one knows nothing of this grant.
     if (this.#thread.generation === this.#generation) void this.#thread.call({ op: "lane-release", signer: this.#id, grant: lane.grant }).catch(() => undefined);
   }

@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { SHARE_ENV, Worker } from "node:worker_threads";
 import { logger } from "../../../log/logger";
+import { LANE_BUSY, LANE_VALID } from "../lane-control";
 import type { LaneGrantDescription } from "../lane-grant";
 import { LaneReply, LaneRequest, MessageBatch, Outbox, unbatch } from "./messages";
 
@@ -14,6 +15,8 @@ import { LaneReply, LaneRequest, MessageBatch, Outbox, unbatch } from "./message
 const LANE_YOUNG_GENERATION_MB = 2;
 
 interface Grant {
+  /** The grant's shared words (see ../lane-control). */
+  words: Int32Array;
   inFlight: number;
   lastUse: number;
   /** Called when the grant is dropped for idleness or because the thread stopped. */
@@ -28,7 +31,11 @@ export class SignLane {
   #outbox?: Outbox<LaneRequest>;
   #pending = new Map<number, { grant: number; resolve: (r: LaneReply) => void }>();
   #nextId = 1;
+  /** By lane key: a number of this object's own, since grant numbers start again in a new PKCS#11 thread. */
   #grants = new Map<number, Grant>();
+  #nextKey = 1;
+  /** The shared words of every grant the running worker was given, for when it dies. */
+  #workerWords: Int32Array[] = [];
   #sweep?: NodeJS.Timeout;
 
   /** True while the lane thread runs. */
@@ -41,17 +48,27 @@ export class SignLane {
     return this.#grants.get(grant)?.inFlight ?? 0;
   }
 
-  /** Hands the lane thread a grant (starting the thread when needed). */
-  attach(description: LaneGrantDescription, onDrop: (why: string) => void): void {
-    this.#grants.set(description.grant, { inFlight: 0, lastUse: Date.now(), onDrop });
-    this.#send({ op: "attach", description });
+  /**
+   * Hands the lane thread a grant (starting the thread when needed).
+   * @returns the key to sign with and to detach
+   */
+  attach(description: LaneGrantDescription, onDrop: (why: string) => void): number {
+    const key = this.#nextKey++;
+    const words = new Int32Array(description.control);
+    this.#grants.set(key, { words, inFlight: 0, lastUse: Date.now(), onDrop });
+    this.#send({ op: "attach", description: { ...description, grant: key } });
+    this.#workerWords.push(words);
     this.#sweep ??= setInterval(() => this.#dropIdle(), SignLane.IDLE_MS / 3).unref();
+    return key;
   }
 
-  /** Forgets a grant; the thread stops when none is left. */
-  detach(grant: number): void {
-    if (!this.#grants.delete(grant)) return;
-    if (this.#grants.size > 0) return this.#send({ op: "detach", grant });
+  /** Forgets a grant (requests still queued for it will not sign); the thread stops when none is left. */
+  detach(key: number): void {
+    const g = this.#grants.get(key);
+    if (!g) return;
+    this.#grants.delete(key);
+    Atomics.store(g.words, LANE_VALID, 0);
+    if (this.#grants.size > 0) return this.#send({ op: "detach", grant: key });
     this.close();
   }
 
@@ -75,7 +92,9 @@ export class SignLane {
   /** Stops the thread and forgets every grant; signatures under way come back bounced. Idempotent. */
   close(): void {
     const worker = this.#worker;
+    for (const g of this.#grants.values()) Atomics.store(g.words, LANE_VALID, 0);
     this.#grants.clear();
+    this.#workerWords = [];
     this.#worker = undefined;
     this.#outbox = undefined;
     clearInterval(this.#sweep);
@@ -94,6 +113,16 @@ export class SignLane {
 
   #start(): Worker {
     const worker = new Worker(join(__dirname, "lane-main.js"), { env: SHARE_ENV, resourceLimits: { maxYoungGenerationSizeMb: LANE_YOUNG_GENERATION_MB } });
+    const words = (this.#workerWords = []);
+    // A thread that is gone signs no more, whatever its busy words say (a crash skips
+    // the lane's `finally`): release the PKCS#11 thread from waiting on them.
+    worker.once("exit", () => {
+      for (const w of words) {
+        Atomics.store(w, LANE_VALID, 0);
+        Atomics.store(w, LANE_BUSY, 0);
+        Atomics.notify(w, LANE_BUSY);
+      }
+    });
     worker.on("message", (msg: LaneReply | MessageBatch<LaneReply>) => {
       for (const reply of unbatch(msg)) this.#onReply(reply);
     });
