@@ -8,7 +8,9 @@
  *   (b) 500 concurrent clients on a cold cache: CreateSession count at the
  *       emulator (must be 1), p50/p99 latency;
  *   (c) agent credential requests/s vs a bare node HTTP server on a Unix socket
- *       returning a fixed body of the same size (target >= 80 %);
+ *       returning a fixed body of the same size (target >= 80 %); short rounds in
+ *       alternating order, the ratio is the median of each round's pair; servers
+ *       on CPU 0 and the load generator on CPU 1 (taskset) when there are 2+ CPUs;
  *   (d) agent RSS idle, after 100k and after 200k requests (target <= 80 MB, no growth);
  *   (e) signatures/s through the agent (POST /v1/sign, pipelined by a raw-socket
  *       client: BENCH_E_CONNECTIONS x BENCH_E_DEPTH in flight, 8 x 16 by default) vs
@@ -70,10 +72,12 @@ function stringToSign(algorithm: string): string {
 }
 
 /** Runs a child `node bench-agent.js --role ROLE` with JSON args and returns its JSON answer. */
-function runRole<T>(role: string, args: unknown, env: NodeJS.ProcessEnv = process.env): Promise<T> {
+function runRole<T>(role: string, args: unknown, cpu?: number): Promise<T> {
   if (process.env.BENCH_DEBUG) process.stderr.write(`  role ${role} ${JSON.stringify(args).slice(0, 160)}\n`);
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [SELF, "--role", role, JSON.stringify(args)], { env, stdio: ["ignore", "pipe", "inherit"] });
+    const argv = [process.execPath, SELF, "--role", role, JSON.stringify(args)];
+    if (cpu !== undefined) argv.unshift("taskset", "-c", String(cpu));
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
     child.on("exit", (code) => (code === 0 ? resolvePromise(JSON.parse(out) as T) : reject(new Error(`${role} exited with ${code}`))));
@@ -81,8 +85,8 @@ function runRole<T>(role: string, args: unknown, env: NodeJS.ProcessEnv = proces
 }
 
 /** Starts a long-running child role that prints one line when ready. */
-async function startRole(role: string, args: unknown, env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; line: string }> {
-  const child = spawn(process.execPath, [SELF, "--role", role, JSON.stringify(args)], { env, stdio: ["ignore", "pipe", "inherit"] });
+async function startRole(role: string, args: unknown): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(process.execPath, [SELF, "--role", role, JSON.stringify(args)], { stdio: ["ignore", "pipe", "inherit"] });
   const line = await new Promise<string>((res, rej) => {
     createInterface({ input: child.stdout! }).once("line", res);
     child.once("exit", (code) => rej(new Error(`${role} exited with ${code}`)));
@@ -97,6 +101,20 @@ function stop(child: ChildProcess): Promise<void> {
     child.once("exit", () => r());
     child.kill("SIGTERM");
   });
+}
+
+/**
+ * Restricts every thread of a running process to the given CPUs (taskset -a).
+ * @returns false when taskset is missing or refused.
+ */
+function pinProcess(pid: number, cpus: string): boolean {
+  return spawnSync("taskset", ["-a", "-c", "-p", cpus, String(pid)], { stdio: "ignore" }).status === 0;
+}
+
+/** The CPU list a process may run on ("0,1" or "0-3"), or undefined without taskset. */
+function cpuAffinity(pid: number): string | undefined {
+  const r = spawnSync("taskset", ["-c", "-p", String(pid)], { encoding: "utf8" });
+  return r.status === 0 ? /: *(\S+)\s*$/.exec(r.stdout)?.[1] : undefined;
 }
 
 // ---------------------------------------------------------------- child roles
@@ -445,25 +463,41 @@ async function main(): Promise<void> {
     const memIdle = memMb(pid);
 
     if (only.has("c") || only.has("d")) {
-      // --- (c) throughput vs a bare server; alternate to even out noise.
+      // --- (c) throughput vs a bare server. Short rounds, the order alternating, and
+      // the ratio taken per round (then the median): on two shared cores either
+      // server's rate alone moves by a third from one window to the next, with where
+      // the scheduler puts the server and the load generator.
       log("(c) credentials requests/s: agent vs bare node server ...");
       const bareSocket = join(dir, "bare.sock");
       const bare = await startRole("bare-server", { socket: bareSocket, bodyLength });
       children.push(bare.child);
+      // Both servers on CPU 0 and the load generator on CPU 1, when taskset allows:
+      // otherwise a window where the scheduler puts server and client on one core
+      // runs at a third of the rate, for either server.
+      const agentCpus = cpuAffinity(agent.pid!);
+      const pinned = agentCpus !== undefined && /^0[-,]1\b/.test(agentCpus) && pinProcess(bare.child.pid!, "0") && pinProcess(agent.pid!, "0");
+      const clientCpu = pinned ? 1 : undefined;
       const conc = 32;
       const agentRps: number[] = [];
       const bareRps: number[] = [];
+      const ratios: number[] = [];
       let agentRequests = 0;
-      for (let round = 0; round < (quick ? 1 : 3); round++) {
-        const ra = await runRole<LoadResult>("load", { socket, method: "GET", path: "/v1/credentials/ec", concurrency: conc, durationMs: dur, warmupMs: 500 } satisfies LoadArgs);
-        const rb = await runRole<LoadResult>("load", { socket: bareSocket, method: "GET", path: "/", concurrency: conc, durationMs: dur, warmupMs: 500 } satisfies LoadArgs);
-        if (ra.errors) throw new Error(`agent answered ${ra.errors} errors`);
-        agentRps.push(ra.rps);
+      const roundMs = quick ? 1500 : 2500;
+      for (let round = 0; round < (quick ? 2 : 6); round++) {
+        const runAgent = () => runRole<LoadResult>("load", { socket, method: "GET", path: "/v1/credentials/ec", concurrency: conc, durationMs: roundMs, warmupMs: 300 } satisfies LoadArgs, clientCpu);
+        const runBare = () => runRole<LoadResult>("load", { socket: bareSocket, method: "GET", path: "/", concurrency: conc, durationMs: roundMs, warmupMs: 300 } satisfies LoadArgs, clientCpu);
+        const ra = round % 2 === 0 ? await runAgent() : undefined;
+        const rb = await runBare();
+        const rA = ra ?? (await runAgent());
+        if (rA.errors) throw new Error(`agent answered ${rA.errors} errors`);
+        agentRps.push(rA.rps);
         bareRps.push(rb.rps);
-        agentRequests += ra.count;
+        ratios.push(rA.rps / rb.rps);
+        agentRequests += rA.count;
       }
       await stop(bare.child);
-      figures.c = { agentRps: median(agentRps), bareRps: median(bareRps), ratio: median(agentRps) / median(bareRps), concurrency: conc };
+      if (pinned && !pinProcess(agent.pid!, agentCpus)) throw new Error("taskset could not give the agent its CPUs back");
+      figures.c = { agentRps: median(agentRps), bareRps: median(bareRps), ratio: median(ratios), ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), concurrency: conc, pinned: pinned ? 1 : 0 };
 
       // --- (d) RSS after 100k and 200k requests
       log("(d) RSS after 100k and 200k requests ...");
@@ -556,7 +590,7 @@ async function main(): Promise<void> {
     );
   }
   if (b) lines.push(`(b) 500 concurrent clients, cold cache: ${b.ok}/500 answered, CreateSession calls at the emulator: ${b.createSessions} (${ok(b.createSessions === 1)}), p50 ${fmt(b.p50ms)} ms, p99 ${fmt(b.p99ms)} ms`, "");
-  if (c) lines.push(`(c) credentials requests/s (${c.concurrency} keep-alive connections): agent ${fmt(c.agentRps, 0)}, bare node server ${fmt(c.bareRps, 0)}, ratio ${fmt(c.ratio * 100, 0)} % (target >= 80 %: ${ok(c.ratio >= 0.8)})`, "");
+  if (c) lines.push(`(c) credentials requests/s (${c.concurrency} keep-alive connections${c.pinned ? "; servers on CPU 0, load generator on CPU 1" : "; not pinned (needs taskset and CPUs 0 and 1)"}): agent ${fmt(c.agentRps, 0)}, bare node server ${fmt(c.bareRps, 0)}, ratio ${fmt(c.ratio * 100, 0)} % (median of each round's pair; rounds ${fmt(c.ratioMin * 100, 0)}-${fmt(c.ratioMax * 100, 0)} %; target >= 80 %: ${ok(c.ratio >= 0.8)})`, "");
   if (d) {
     lines.push(
       `(d) agent memory, RSS (anonymous part) in MiB: idle ${fmt(d.idleRss)} (${fmt(d.idleAnon)}), after 100k requests ${fmt(d.rss100k)} (${fmt(d.anon100k)}), after 200k ${fmt(d.rss200k)} (${fmt(d.anon200k)})`,
