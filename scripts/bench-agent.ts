@@ -117,6 +117,14 @@ function cpuAffinity(pid: number): string | undefined {
   return r.status === 0 ? /: *(\S+)\s*$/.exec(r.stdout)?.[1] : undefined;
 }
 
+/** Whether a taskset CPU list ("0,1", "0-3", "0,2-5") includes `cpu`. */
+function cpuListHas(list: string, cpu: number): boolean {
+  return list.split(",").some((part) => {
+    const [lo, hi = lo] = part.split("-").map(Number);
+    return cpu >= lo && cpu <= hi;
+  });
+}
+
 // ---------------------------------------------------------------- child roles
 
 interface LoadArgs {
@@ -463,19 +471,20 @@ async function main(): Promise<void> {
     const memIdle = memMb(pid);
 
     if (only.has("c") || only.has("d")) {
-      // --- (c) throughput vs a bare server. Short rounds, the order alternating, and
-      // the ratio taken per round (then the median): on two shared cores either
-      // server's rate alone moves by a third from one window to the next, with where
-      // the scheduler puts the server and the load generator.
+      // --- (c) throughput vs a bare server. Both servers on CPU 0 and the load
+      // generator on CPU 1 when taskset allows: unpinned, a window where the scheduler
+      // puts a server and the client on one core runs at a third of the rate. Short
+      // rounds in alternating order; the ratio is the median of each round's pair.
       log("(c) credentials requests/s: agent vs bare node server ...");
       const bareSocket = join(dir, "bare.sock");
       const bare = await startRole("bare-server", { socket: bareSocket, bodyLength });
       children.push(bare.child);
-      // Both servers on CPU 0 and the load generator on CPU 1, when taskset allows:
-      // otherwise a window where the scheduler puts server and client on one core
-      // runs at a third of the rate, for either server.
       const agentCpus = cpuAffinity(agent.pid!);
-      const pinned = agentCpus !== undefined && /^0[-,]1\b/.test(agentCpus) && pinProcess(bare.child.pid!, "0") && pinProcess(agent.pid!, "0");
+      let pinned = agentCpus !== undefined && cpuListHas(agentCpus, 0) && cpuListHas(agentCpus, 1) && pinProcess(agent.pid!, "0");
+      if (pinned && !pinProcess(bare.child.pid!, "0")) {
+        pinProcess(agent.pid!, agentCpus!);
+        pinned = false;
+      }
       const clientCpu = pinned ? 1 : undefined;
       const conc = 32;
       const agentRps: number[] = [];
@@ -496,7 +505,7 @@ async function main(): Promise<void> {
         agentRequests += rA.count;
       }
       await stop(bare.child);
-      if (pinned && !pinProcess(agent.pid!, agentCpus)) throw new Error("taskset could not give the agent its CPUs back");
+      if (pinned && !pinProcess(agent.pid!, agentCpus!)) throw new Error("taskset could not give the agent its CPUs back");
       figures.c = { agentRps: median(agentRps), bareRps: median(bareRps), ratio: median(ratios), ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), concurrency: conc, pinned: pinned ? 1 : 0 };
 
       // --- (d) RSS after 100k and 200k requests
