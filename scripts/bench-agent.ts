@@ -130,13 +130,16 @@ function cpuAffinity(pid: number): string | undefined {
   return r.status === 0 ? /: *(\S+)\s*$/.exec(r.stdout)?.[1] : undefined;
 }
 
-/** Whether a taskset CPU list ("0,1", "0-3", "0,2-5") includes `cpu`. */
-function cpuListHas(list: string, cpu: number): boolean {
-  return list.split(",").some((part) => {
+/** The CPUs of a taskset CPU list ("0,1", "0-3", "0,2-5"). */
+function cpuList(list: string): number[] {
+  return list.split(",").flatMap((part) => {
     const [lo, hi = lo] = part.split("-").map(Number);
-    return cpu >= lo && cpu <= hi;
+    return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
   });
 }
+
+/** Share below which the slowest CPU's probe, against the fastest's, makes an (e) round uneven. */
+const EVEN_CPUS = 0.85;
 
 // ---------------------------------------------------------------- child roles
 
@@ -282,6 +285,25 @@ async function pipelineLoad(a: PipelineArgs): Promise<LoadResult> {
   const r = await phase(a.durationMs);
   clearInterval(refresh);
   return { count: r.count, errors: r.errors, seconds: r.seconds, rps: r.count / r.seconds, p50ms: NaN, p99ms: NaN, allCount: warm.count + r.count };
+}
+
+/**
+ * A fixed CPU-bound job, P-256 signatures in node's own crypto for `ms`: run pinned
+ * to one CPU, the speed of that CPU. On the 2-core VM each vCPU moved on its own
+ * between two speeds, ~37k and ~25k of these per second, for seconds to minutes.
+ */
+async function cpuProbe(a: { ms: number }): Promise<{ rate: number }> {
+  const { generateKeyPairSync, sign } = await import("node:crypto");
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const message = Buffer.alloc(100, 1);
+  let count = 0;
+  const t0 = process.hrtime.bigint();
+  const end = Date.now() + a.ms;
+  while (Date.now() < end) {
+    sign("sha256", message, privateKey);
+    count++;
+  }
+  return { rate: count / (Number(process.hrtime.bigint() - t0) / 1e9) };
 }
 
 /** A bare node HTTP server on a Unix socket answering a fixed body: the floor for (c). */
@@ -497,7 +519,7 @@ async function main(): Promise<void> {
       const bare = await startRole("bare-server", { socket: bareSocket, bodyLength });
       children.push(bare.child);
       const agentCpus = cpuAffinity(agent.pid!);
-      let pinned = agentCpus !== undefined && cpuListHas(agentCpus, 0) && cpuListHas(agentCpus, 1) && pinProcess(agent.pid!, "0");
+      let pinned = agentCpus !== undefined && cpuList(agentCpus).includes(0) && cpuList(agentCpus).includes(1) && pinProcess(agent.pid!, "0");
       if (pinned && !pinProcess(bare.child.pid!, "0")) {
         pinProcess(agent.pid!, agentCpus!);
         pinned = false;
@@ -555,11 +577,23 @@ async function main(): Promise<void> {
 
     // --- (e) signing through the agent vs raw pkcs11js on the same key. Raw and agent
     // windows alternate, and each round's ratio is taken from its own pair, so that the
-    // machine's drift (this VM's raw rate moves by a third within minutes) hits both sides.
+    // machine's drift hits both sides. The raw loop runs on one CPU and the agent on all
+    // of them, so a round compares software only when the CPUs ran at one speed: each
+    // round probes every CPU before and after, and the ratio is the median of the even
+    // rounds (on this VM one vCPU at a time ran ~35 % slower for seconds to minutes,
+    // which put single rounds anywhere between 63 and 104 %).
     if (only.has("e")) {
       log("(e) signatures/s: agent POST /v1/sign vs raw pkcs11js ...");
       const e: Record<string, number> = {};
-      const rounds = quick ? 2 : 3;
+      const rounds = quick ? 3 : 6;
+      const affinity = cpuAffinity(pid);
+      const probeCpus = affinity && cpuList(affinity).length >= 2 && cpuList(affinity).length <= 4 ? cpuList(affinity) : [];
+      const probe = async () => {
+        const rates: number[] = [];
+        for (const cpu of probeCpus) rates.push((await runRole<{ rate: number }>("cpu-probe", { ms: 300 }, cpu)).rate);
+        return rates;
+      };
+      e.cpusProbed = probeCpus.length;
       const connections = Number(process.env.BENCH_E_CONNECTIONS ?? 8);
       const depth = Number(process.env.BENCH_E_DEPTH ?? 16);
       e.connections = connections;
@@ -573,28 +607,39 @@ async function main(): Promise<void> {
         const sync: number[] = [];
         const viaAgent: number[] = [];
         const ratios: number[] = [];
+        const even: boolean[] = [];
         let cpu = 0;
         let signed = 0;
         for (let round = 0; round < rounds; round++) {
+          const before = await probe();
           const rawSync = await runRole<{ rps: number }>("raw-sign", { ...rawArgs, mode: "sync", sessions: 1 } satisfies RawSignArgs);
           const cpuBefore = cpuMs(pid);
           const r = await runRole<LoadResult>("pipeline-load", { socket, path: `/v1/sign/${profileName}`, signAlgorithm: alg, connections, depth, durationMs: dur, warmupMs: 500 } satisfies PipelineArgs);
           if (r.errors) throw new Error(`signing through the agent: ${r.errors} errors`);
           cpu += cpuMs(pid) - cpuBefore;
           signed += r.allCount ?? r.count;
+          const speeds = [...before, ...(await probe())];
+          even.push(speeds.length === 0 || Math.min(...speeds) >= EVEN_CPUS * Math.max(...speeds));
           sync.push(rawSync.rps);
           viaAgent.push(r.rps);
           ratios.push(r.rps / rawSync.rps);
-          dbg(`(e) ${keyType} round ${round}: raw ${rawSync.rps.toFixed(0)}/s, agent ${r.rps.toFixed(0)}/s`);
+          dbg(`(e) ${keyType} round ${round}: raw ${rawSync.rps.toFixed(0)}/s, agent ${r.rps.toFixed(0)}/s, CPU probes ${speeds.map((x) => x.toFixed(0)).join(" ")}`);
         }
-        e[`${keyType}.rawSync1`] = median(sync);
+        // The even rounds when there are any; otherwise every round, flagged.
+        const counted = even.some(Boolean) ? even : even.map(() => true);
+        const pick = (xs: number[]) => xs.filter((_, i) => counted[i]);
+        e[`${keyType}.rounds`] = rounds;
+        e[`${keyType}.evenRounds`] = even.filter(Boolean).length;
+        e[`${keyType}.rawSync1`] = median(pick(sync));
         e[`${keyType}.rawAsync4`] = rawAsync.rps;
-        e[`${keyType}.agent`] = median(viaAgent);
+        e[`${keyType}.agent`] = median(pick(viaAgent));
         e[`${keyType}.agentCpuMicrosPerSignature`] = (cpu * 1000) / signed;
-        e[`${keyType}.ratioVsRawSync`] = median(ratios);
-        e[`${keyType}.ratioMin`] = Math.min(...ratios);
-        e[`${keyType}.ratioMax`] = Math.max(...ratios);
-        e[`${keyType}.ratioVsBestRaw`] = median(viaAgent) / Math.max(median(sync), rawAsync.rps);
+        e[`${keyType}.ratioVsRawSync`] = median(pick(ratios));
+        e[`${keyType}.ratioMin`] = Math.min(...pick(ratios));
+        e[`${keyType}.ratioMax`] = Math.max(...pick(ratios));
+        e[`${keyType}.ratioAllMin`] = Math.min(...ratios);
+        e[`${keyType}.ratioAllMax`] = Math.max(...ratios);
+        e[`${keyType}.ratioVsBestRaw`] = median(pick(viaAgent)) / Math.max(median(pick(sync)), rawAsync.rps);
         // How many of the profile's signatures the signing lane made (docs/pkcs11.md): none for RSA.
         const profiles = (JSON.parse((await get("/v1/status")).body) as { profiles: Array<{ name: string; signatures: number; token?: { laneSignatures?: number } }> }).profiles;
         const p = profiles.find((x) => x.name === profileName);
@@ -640,11 +685,23 @@ async function main(): Promise<void> {
     );
   }
   if (e) {
+    const pct = (x: number) => fmt(x * 100, 0);
+    const rounds = (k: "RSA" | "EC") => {
+      const [n, evenN] = [e[`${k}.rounds`], e[`${k}.evenRounds`]];
+      const range = `${pct(e[`${k}.ratioMin`])}-${pct(e[`${k}.ratioMax`])} %`;
+      const all = `all rounds ${pct(e[`${k}.ratioAllMin`])}-${pct(e[`${k}.ratioAllMax`])} %`;
+      if (!e.cpusProbed) return `rounds ${range}, CPU speeds not probed`;
+      if (evenN === 0) return `no round ran on CPUs of one speed, so the figure is not a clean comparison: ${all}`;
+      return `${evenN} of ${n} rounds on CPUs of one speed: ${range}${evenN < n ? `; ${all}` : ""}`;
+    };
     const line = (k: "RSA" | "EC", name: string) =>
       `    ${name}: raw pkcs11js sync 1 session ${fmt(e[`${k}.rawSync1`], 0)}, async 4 sessions ${fmt(e[`${k}.rawAsync4`], 0)}, through the agent ${fmt(e[`${k}.agent`], 0)}: ` +
-      `${fmt(e[`${k}.ratioVsRawSync`] * 100, 0)} % of sync (rounds ${fmt(e[`${k}.ratioMin`] * 100, 0)}-${fmt(e[`${k}.ratioMax`] * 100, 0)} %; ${ok(e[`${k}.ratioVsRawSync`] >= 0.8)}), ${fmt(e[`${k}.ratioVsBestRaw`] * 100, 0)} % of the best raw`;
+      `${pct(e[`${k}.ratioVsRawSync`])} % of sync (${rounds(k)}; ${ok(e[`${k}.ratioVsRawSync`] >= 0.8)}), ${pct(e[`${k}.ratioVsBestRaw`])} % of the best raw`;
     lines.push(
       `(e) signatures/s on the same SoftHSM key (${e.connections} connections x ${e.depth} pipelined requests; medians of alternating rounds, the ratio is the median of each round's pair)`,
+      e.cpusProbed
+        ? `    the raw loop runs on one CPU and the agent on all ${e.cpusProbed}: a round counts when every CPU's probe, before and after, ran at >= ${EVEN_CPUS * 100} % of the fastest`
+        : "    CPU speeds not probed (needs taskset and 2-4 CPUs): every round counts",
       line("RSA", "RSA-2048"),
       line("EC", "EC P-256"),
       `    agent CPU per signature (all threads, HTTP included): RSA ${fmt(e["RSA.agentCpuMicrosPerSignature"], 0)} µs, EC ${fmt(e["EC.agentCpuMicrosPerSignature"], 0)} µs; raw sync spends ${fmt(1e6 / e["RSA.rawSync1"], 0)} / ${fmt(1e6 / e["EC.rawSync1"], 0)} µs`,
@@ -664,6 +721,7 @@ if (roleIndex !== -1) {
   else if (role === "raw-sign") rawSign(args).then(print);
   else if (role === "pipeline-load") pipelineLoad(args).then(print);
   else if (role === "bare-server") bareServer(args);
+  else if (role === "cpu-probe") cpuProbe(args).then(print);
   else throw new Error(`unknown role ${role}`);
 } else if (require.main === module) {
   main().catch((e) => {
