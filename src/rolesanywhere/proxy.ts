@@ -3,18 +3,22 @@
  * HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment (lower-case names
  * first, as curl reads them), or explicit settings that override them.
  *
- * The rules are those of undici's EnvHttpProxyAgent, which this client used
- * before it moved to node:https (themselves from the `proxy-from-env` package), plus
- * bracketed IPv6 entries. `proxy-from-env` itself is not used: it reads only
- * `process.env`, while callers may pass the settings.
+ * The rules are those of Go's `http.ProxyFromEnvironment`, which the reference
+ * helper (aws_signing_helper `--with-proxy`) uses, so that a drop-in replacement
+ * proxies exactly the calls the helper proxied: an https endpoint uses only
+ * HTTPS_PROXY, loopback is never proxied, and NO_PROXY takes domains (with their
+ * subdomains), IP addresses and CIDR ranges. `proxy-from-env` is not used: its
+ * rules differ (no CIDR, no loopback rule) and it reads only `process.env`, while
+ * callers may pass the settings.
  */
+import { BlockList, isIP } from "node:net";
 import { usageError } from "../errors";
 
 /** Proxy settings; each field falls back to the environment when absent. */
 export interface ProxySettings {
   /** Proxy for http: endpoints; `http_proxy` / `HTTP_PROXY` when absent. */
   httpProxy?: string;
-  /** Proxy for https: endpoints; `https_proxy` / `HTTPS_PROXY` when absent, then `httpProxy`. */
+  /** Proxy for https: endpoints; `https_proxy` / `HTTPS_PROXY` when absent (never `httpProxy`, as in curl and Go). */
   httpsProxy?: string;
   /** Hosts reached directly (NO_PROXY syntax); `no_proxy` / `NO_PROXY` when absent; "" for none. */
   noProxy?: string;
@@ -89,7 +93,7 @@ export function resolveProxySettings(explicit: ProxySettings = {}, env: Env = pr
   const [httpsValue, httpsName] = pick(explicit.httpsProxy, "https_proxy");
   const [noProxy] = pick(explicit.noProxy, "no_proxy");
   const httpProxy = httpValue ? parseProxyUrl(httpValue, httpName) : undefined;
-  const httpsProxy = (httpsValue ? parseProxyUrl(httpsValue, httpsName) : undefined) ?? httpProxy;
+  const httpsProxy = httpsValue ? parseProxyUrl(httpsValue, httpsName) : undefined;
   return { httpProxy, httpsProxy, noProxy: noProxy ?? "" };
 }
 
@@ -97,27 +101,77 @@ function stripBrackets(host: string): string {
   return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
 }
 
+/** Whether an IP literal is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
+function isLoopbackIp(ip: string): boolean {
+  const family = isIP(ip);
+  if (family === 4) return ip.startsWith("127.");
+  if (family !== 6) return false;
+  const loopback = new BlockList();
+  loopback.addAddress("::1", "ipv6");
+  loopback.addSubnet("::ffff:127.0.0.0", 104, "ipv6");
+  return loopback.check(ip, "ipv6");
+}
+
+/** Whether the IP literal `ip` lies in the CIDR range `range` ("10.0.0.0/8", "fd00::/8"); false for anything unparsable. */
+function inCidr(ip: string, range: string): boolean {
+  const [base, bits] = range.split("/");
+  const family = isIP(base);
+  const prefix = Number(bits);
+  if (!family || family !== isIP(ip) || !/^\d+$/.test(bits) || prefix > (family === 4 ? 32 : 128)) return false;
+  const list = new BlockList();
+  const type = family === 4 ? "ipv4" : "ipv6";
+  list.addSubnet(base, prefix, type);
+  return list.check(ip, type);
+}
+
 /**
- * True when NO_PROXY sends `url` directly. Entries are separated by commas or
- * spaces: `*` (every host), `host` (exactly), `.domain` or `*.domain` (its
- * subdomains), each with an optional `:port`; IPv6 addresses as `[::1]` or `::1`.
+ * True when `url` is reached directly: its host is `localhost` or a loopback
+ * address (never proxied, whatever NO_PROXY says), or NO_PROXY lists it. NO_PROXY
+ * entries are separated by commas or spaces: `*` (every host); an IP address or a
+ * CIDR range (`10.0.0.0/8`, `fd00::/8`), which match IP-literal hosts only; a domain,
+ * which matches that host and its subdomains (`example.com`), or its subdomains
+ * only with a leading `.` or `*.`; IP addresses and domains may carry a `:port`;
+ * IPv6 addresses are written `[::1]` or `::1`. Names are compared without DNS.
+ * @remarks Go's `http.ProxyFromEnvironment` rules, as the reference helper applies them.
  */
 export function bypassesProxy(url: URL, noProxy: string): boolean {
   const host = stripBrackets(url.hostname.toLowerCase());
+  if (host === "localhost" || isLoopbackIp(host)) return true;
   const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+  const hostIsIp = isIP(host) !== 0;
   for (const raw of noProxy.toLowerCase().split(/[\s,]+/)) {
     if (!raw) continue;
     if (raw === "*") return true;
+    if (raw.includes("/")) {
+      if (hostIsIp && inCidr(host, raw)) return true;
+      continue;
+    }
     let entry = raw;
     let entryPort = 0;
     const withPort = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
     if (withPort) [entry, entryPort] = [withPort[1], Number(withPort[2])];
     entry = stripBrackets(entry);
     if (entryPort && entryPort !== port) continue;
-    if (entry.startsWith("*")) entry = entry.slice(1);
-    if (entry.startsWith(".") ? host.endsWith(entry) : host === entry) return true;
+    if (isIP(entry)) {
+      if (hostIsIp && isIP(entry) === isIP(host) && sameIp(entry, host)) return true;
+      continue;
+    }
+    if (hostIsIp) continue;
+    if (entry.startsWith("*.")) entry = entry.slice(1);
+    const subdomainsOnly = entry.startsWith(".");
+    const domain = subdomainsOnly ? entry.slice(1) : entry;
+    if (!domain) continue;
+    if (host.endsWith(`.${domain}`) || (!subdomainsOnly && host === domain)) return true;
   }
   return false;
+}
+
+/** Whether two IP literals of one family name the same address ("::1" and "0:0::1"). */
+function sameIp(a: string, b: string): boolean {
+  const type = isIP(a) === 4 ? "ipv4" : "ipv6";
+  const list = new BlockList();
+  list.addAddress(a, type);
+  return list.check(b, type);
 }
 
 /** The proxy for `url`, or undefined to connect directly. */

@@ -370,32 +370,50 @@ async function startProxy(t: TestContext, answer?: string, hosts: Record<string,
   return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, connects, auths, sockets: proxySockets, proxyServer: proxy };
 }
 
-test("--with-proxy tunnels through HTTPS_PROXY/HTTP_PROXY with CONNECT; NO_PROXY bypasses it; without the flag no proxy is used", async (t) => {
-  const signer = await makeSigner();
-  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
-  const { url: proxyUrl, connects } = await startProxy(t);
-  const target = new URL(url).host;
+/** A name only the test proxy resolves (RFC 6761 reserves .test), with a TLS server certificate for it and 127.0.0.1. */
+const PROXIED_NAME = "rolesanywhere.ra-agent.test";
 
-  await createSession({ ...params(signer, url), withProxy: true, proxy: { httpProxy: proxyUrl, httpsProxy: proxyUrl, noProxy: "" } });
-  assert.deepEqual(connects, [target]);
+test("--with-proxy tunnels an https endpoint through HTTPS_PROXY with CONNECT; NO_PROXY goes direct; loopback is never proxied; without the flag no proxy is used", async (t) => {
+  if (!needOpenssl(t)) return;
+  const signer = await makeSigner();
+  const tls = tlsServerCert(t, `DNS:${PROXIED_NAME},IP:127.0.0.1`);
+  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY), tls);
+  const port = new URL(url).port;
+  const { url: proxyUrl, connects } = await startProxy(t, undefined, { [PROXIED_NAME]: "127.0.0.1" });
+  const named = `https://${PROXIED_NAME}:${port}`;
+  const withProxy = (noProxy: string) => ({ withProxy: true, caBundlePath: tls.certPath, proxy: { httpProxy: proxyUrl, httpsProxy: proxyUrl, noProxy } });
+
+  await createSession({ ...params(signer, named), ...withProxy("") });
+  assert.deepEqual(connects, [`${PROXIED_NAME}:${port}`]);
   assertSignatureValid(received[0]);
 
-  await createSession({ ...params(signer, url), withProxy: true, proxy: { httpProxy: proxyUrl, httpsProxy: proxyUrl, noProxy: "127.0.0.1" } });
-  assert.equal(connects.length, 1, "NO_PROXY bypasses the proxy");
+  // Loopback is never proxied, as in the reference helper (Go's ProxyFromEnvironment).
+  await createSession({ ...params(signer, url), ...withProxy("") });
+  assert.equal(connects.length, 1, "a loopback endpoint goes direct");
+  assert.equal(received.length, 2);
 
-  await createSession({ ...params(signer, url), withProxy: false, proxy: { httpProxy: proxyUrl } });
-  assert.equal(connects.length, 1, "no --with-proxy: direct");
-  assert.equal(received.length, 3);
+  // Direct calls to TEST-NET-1 (RFC 5737) fail, refused or timed out; the proxy must see none of them.
+  const direct = `https://192.0.2.1:${port}`;
+  const failsDirectly = (e: Error & { code?: string }) => /^SERVICE_(TIMEOUT|UNREACHABLE|CONNECTION_ERROR|TLS_ERROR)$/.test(String(e.code));
+  for (const noProxy of ["192.0.2.0/24", "192.0.2.1", `192.0.2.1:${port}`, "10.0.0.0/8, 192.0.2.1", "*"]) {
+    await assert.rejects(createSession({ ...params(signer, direct), ...withProxy(noProxy), timeoutMs: 300 }), failsDirectly, `NO_PROXY=${noProxy}`);
+  }
+  await assert.rejects(createSession({ ...params(signer, direct), ...withProxy(""), withProxy: false, timeoutMs: 300 }), failsDirectly, "no --with-proxy");
+  assert.equal(connects.length, 1, "NO_PROXY and no --with-proxy bypass the proxy");
 });
 
 test("--with-proxy: the proxy's user and password go in Proxy-Authorization, never into the DEBUG=https-proxy-agent output", async (t) => {
-  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
-  const { url: proxyUrl, connects, auths } = await startProxy(t);
+  if (!needOpenssl(t)) return;
+  const tls = tlsServerCert(t, `DNS:${PROXIED_NAME}`);
+  const server = await startServer(t, reply(201, CREDENTIALS_BODY), tls);
+  const { received } = server;
+  const url = `https://${PROXIED_NAME}:${new URL(server.url).port}`;
+  const { url: proxyUrl, connects, auths } = await startProxy(t, undefined, { [PROXIED_NAME]: "127.0.0.1" });
   // A percent-encoded user and password, as they appear in HTTPS_PROXY.
   const withCredentials = proxyUrl.replace("http://", "http://ops%40corp:s3cr%3At-h%25nter@");
   const expected = `Basic ${Buffer.from("ops@corp:s3cr:t-h%nter").toString("base64")}`;
 
-  await createSession({ ...params(await makeSigner(), url), withProxy: true, proxy: { httpProxy: withCredentials, noProxy: "" } });
+  await createSession({ ...params(await makeSigner(), url), withProxy: true, caBundlePath: tls.certPath, proxy: { httpsProxy: withCredentials, noProxy: "" } });
   assert.deepEqual(auths, [expected]);
 
   // The `debug` package reads DEBUG when it loads: run the call in a child process.
@@ -423,7 +441,7 @@ test("--with-proxy: the proxy's user and password go in Proxy-Authorization, nev
           DEBUG: "https-proxy-agent*,agent-base*",
           T_KEY: keyPem,
           T_CERT: Buffer.from(cert.rawData).toString("base64"),
-          T_PARAMS: JSON.stringify({ trustAnchorArn: TA, profileArn: PROFILE, roleArn: ROLE, endpoint: url, maxAttempts: 1, withProxy: true, proxy: { httpProxy: withCredentials, noProxy: "" } }),
+          T_PARAMS: JSON.stringify({ trustAnchorArn: TA, profileArn: PROFILE, roleArn: ROLE, endpoint: url, maxAttempts: 1, withProxy: true, caBundlePath: tls.certPath, proxy: { httpsProxy: withCredentials, noProxy: "" } }),
         },
       },
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve({ stdout, stderr })),
@@ -443,9 +461,11 @@ test("--with-proxy: the proxy's user and password go in Proxy-Authorization, nev
 test("--with-proxy to an https endpoint: TLS (CA bundle, TLS 1.2+) runs inside the tunnel", async (t) => {
   if (!needOpenssl(t)) return;
   const signer = await makeSigner();
-  const tls = tlsServerCert(t);
-  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY), tls);
-  const { url: proxyUrl, connects } = await startProxy(t);
+  const tls = tlsServerCert(t, `DNS:${PROXIED_NAME}`);
+  const server = await startServer(t, reply(201, CREDENTIALS_BODY), tls);
+  const { received } = server;
+  const url = `https://${PROXIED_NAME}:${new URL(server.url).port}`;
+  const { url: proxyUrl, connects } = await startProxy(t, undefined, { [PROXIED_NAME]: "127.0.0.1" });
   const proxy = { httpsProxy: proxyUrl, noProxy: "" };
   await assert.rejects(createSession({ ...params(signer, url), withProxy: true, proxy }), { code: "SERVICE_TLS_ERROR" }, "the endpoint's certificate is still verified");
   const result = await createSession({ ...params(signer, url), withProxy: true, proxy, caBundlePath: tls.certPath });
@@ -479,9 +499,10 @@ test("--with-proxy to a named https endpoint: the certificate is checked against
 
 test("--with-proxy: a 407 is a clear proxy error; a bad proxy URL is a usage error; a silent proxy times out and close() drops it", async (t) => {
   const signer = await makeSigner();
-  const { url, received } = await startServer(t, reply(201, CREDENTIALS_BODY));
+  // No server: these proxies never open the tunnel.
+  const url = `https://${PROXIED_NAME}`;
   const auth = await startProxy(t, "HTTP/1.1 407 Proxy Authentication Required");
-  await assert.rejects(createSession({ ...params(signer, url), withProxy: true, proxy: { httpProxy: auth.url, noProxy: "" } }), (e: unknown) => {
+  await assert.rejects(createSession({ ...params(signer, url), withProxy: true, proxy: { httpsProxy: auth.url, noProxy: "" } }), (e: unknown) => {
     assert.ok(e instanceof ServiceError, String(e));
     assert.equal(e.statusCode, 407);
     assert.match(String(e.hint), /proxy/);
@@ -496,7 +517,7 @@ test("--with-proxy: a 407 is a clear proxy error; a bad proxy URL is a usage err
   });
 
   const silent = await startProxy(t, "silent");
-  const client = new CreateSessionClient({ maxAttempts: 1, timeoutMs: 300, withProxy: true, proxy: { httpProxy: silent.url, noProxy: "" } });
+  const client = new CreateSessionClient({ maxAttempts: 1, timeoutMs: 300, withProxy: true, proxy: { httpsProxy: silent.url, noProxy: "" } });
   const [first] = await Promise.all([
     new Promise<Socket>((resolve) => silent.proxyServer.once("connection", resolve)),
     assert.rejects(client.createSession(params(signer, url)), { code: "SERVICE_TIMEOUT" }),
@@ -512,5 +533,4 @@ test("--with-proxy: a 407 is a clear proxy error; a bad proxy URL is a usage err
   await client.close();
   await ended;
   assert.ok((await pendingCall) instanceof Error, "the call that was waiting fails");
-  assert.equal(received.length, 0);
 });
