@@ -84,15 +84,28 @@ function parseProxyUrl(value: string, name: string): URL {
 
 /**
  * Applies the environment fallbacks to explicit settings and parses the proxy URLs.
- * @throws RaError `INVALID_PROXY` when a proxy is not an http(s) URL.
+ * As Go reads them: the upper-case variable first, then the lower-case one; an empty
+ * variable counts as unset.
+ * @remarks An `HTTP_PROXY` from the environment that is not a usable URL is ignored,
+ *   as Go ignores it: it applies only to plain `http://` endpoints, which are loopback
+ *   and never proxied, and other tools may have set it (a SOCKS proxy, say).
+ * @throws RaError `INVALID_PROXY` when `HTTPS_PROXY` or an explicit proxy is not an http(s) URL.
  */
 export function resolveProxySettings(explicit: ProxySettings = {}, env: Env = process.env): ResolvedProxySettings {
-  const pick = (value: string | undefined, lower: string): [string | undefined, string] =>
-    value !== undefined ? [value, `the ${lower} option`] : env[lower] !== undefined ? [env[lower], lower] : [env[lower.toUpperCase()], lower.toUpperCase()];
-  const [httpValue, httpName] = pick(explicit.httpProxy, "http_proxy");
+  const pick = (value: string | undefined, lower: string): [string | undefined, string, boolean] => {
+    if (value !== undefined) return [value, `the ${lower} option`, true];
+    const upper = lower.toUpperCase();
+    return env[upper] ? [env[upper], upper, false] : [env[lower] || undefined, lower, false];
+  };
+  const [httpValue, httpName, httpExplicit] = pick(explicit.httpProxy, "http_proxy");
   const [httpsValue, httpsName] = pick(explicit.httpsProxy, "https_proxy");
   const [noProxy] = pick(explicit.noProxy, "no_proxy");
-  const httpProxy = httpValue ? parseProxyUrl(httpValue, httpName) : undefined;
+  let httpProxy: URL | undefined;
+  try {
+    httpProxy = httpValue ? parseProxyUrl(httpValue, httpName) : undefined;
+  } catch (e) {
+    if (httpExplicit) throw e;
+  }
   const httpsProxy = httpsValue ? parseProxyUrl(httpsValue, httpsName) : undefined;
   return { httpProxy, httpsProxy, noProxy: noProxy ?? "" };
 }
@@ -127,7 +140,7 @@ function inCidr(ip: string, range: string): boolean {
 /**
  * True when `url` is reached directly: its host is `localhost` or a loopback
  * address (never proxied, whatever NO_PROXY says), or NO_PROXY lists it. NO_PROXY
- * entries are separated by commas or spaces: `*` (every host); an IP address or a
+ * entries are separated by commas, blanks around them trimmed: `*` (every host); an IP address or a
  * CIDR range (`10.0.0.0/8`, `fd00::/8`), which match IP-literal hosts only; a domain,
  * which matches that host and its subdomains (`example.com`), or its subdomains
  * only with a leading `.` or `*.`; IP addresses and domains may carry a `:port`;
@@ -137,9 +150,9 @@ function inCidr(ip: string, range: string): boolean {
 export function bypassesProxy(url: URL, noProxy: string): boolean {
   const host = stripBrackets(url.hostname.toLowerCase());
   if (host === "localhost" || isLoopbackIp(host)) return true;
-  const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
   const hostIsIp = isIP(host) !== 0;
-  for (const raw of noProxy.toLowerCase().split(/[\s,]+/)) {
+  for (const raw of noProxy.toLowerCase().split(",").map((entry) => entry.trim())) {
     if (!raw) continue;
     if (raw === "*") return true;
     if (raw.includes("/")) {
@@ -147,11 +160,12 @@ export function bypassesProxy(url: URL, noProxy: string): boolean {
       continue;
     }
     let entry = raw;
-    let entryPort = 0;
+    let entryPort: string | undefined;
     const withPort = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
-    if (withPort) [entry, entryPort] = [withPort[1], Number(withPort[2])];
+    if (withPort) [entry, entryPort] = [withPort[1], withPort[2]];
     entry = stripBrackets(entry);
-    if (entryPort && entryPort !== port) continue;
+    // Compared as strings, as Go does: "h:0443" is not port 443.
+    if (entryPort !== undefined && entryPort !== port) continue;
     if (isIP(entry)) {
       if (hostIsIp && isIP(entry) === isIP(host) && sameIp(entry, host)) return true;
       continue;

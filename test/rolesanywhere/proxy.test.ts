@@ -3,10 +3,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { bypassesProxy, proxyFor, redactProxyUrl, resolveProxySettings, splitProxyCredentials } from "../../src/rolesanywhere/proxy";
 
-test("proxy settings: explicit values win, then lower-case, then upper-case variables; https never falls back to the http proxy", () => {
-  const env = { HTTP_PROXY: "http://upper:1", http_proxy: "http://lower:2", HTTPS_PROXY: "http://secure:3", NO_PROXY: "a.example" };
+test("proxy settings (Go's order): explicit values win, then upper-case, then lower-case variables, empty ones unset; https never falls back to the http proxy", () => {
+  const env = { HTTP_PROXY: "http://upper:1", http_proxy: "http://lower:2", https_proxy: "http://secure:3", NO_PROXY: "", no_proxy: "a.example" };
   const fromEnv = resolveProxySettings({}, env);
-  assert.deepEqual([fromEnv.httpProxy?.href, fromEnv.httpsProxy?.href, fromEnv.noProxy], ["http://lower:2/", "http://secure:3/", "a.example"]);
+  assert.deepEqual([fromEnv.httpProxy?.href, fromEnv.httpsProxy?.href, fromEnv.noProxy], ["http://upper:1/", "http://secure:3/", "a.example"]);
+  assert.equal(resolveProxySettings({}, { HTTPS_PROXY: "http://up:4", https_proxy: "http://low:5" }).httpsProxy?.href, "http://up:4/");
   const explicit = resolveProxySettings({ httpProxy: "proxy.local:3128", noProxy: "" }, { HTTPS_PROXY: "https://env:4", NO_PROXY: "*" });
   assert.equal(explicit.httpProxy?.href, "http://proxy.local:3128/", "no scheme means http://");
   assert.equal(explicit.httpsProxy?.href, "https://env:4/", "an unset option still reads the environment");
@@ -17,6 +18,13 @@ test("proxy settings: explicit values win, then lower-case, then upper-case vari
   assert.equal(proxyFor(new URL("https://rolesanywhere.us-east-1.amazonaws.com/"), httpOnly), undefined);
   assert.equal(proxyFor(new URL("http://x.example/"), httpOnly)?.host, "only:5");
   assert.deepEqual(resolveProxySettings({}, {}), { httpProxy: undefined, httpsProxy: undefined, noProxy: "" });
+});
+
+test("an unusable HTTP_PROXY in the environment is ignored (it never applies), as in Go; an explicit one is refused", () => {
+  const settings = resolveProxySettings({}, { HTTP_PROXY: "socks5://user:hunter2@s:1080", HTTPS_PROXY: "http://secure:3" });
+  assert.equal(settings.httpProxy, undefined);
+  assert.equal(proxyFor(new URL("https://rolesanywhere.us-east-1.amazonaws.com/"), settings)?.host, "secure:3");
+  assert.throws(() => resolveProxySettings({ httpProxy: "socks5://s:1080" }, {}), { code: "INVALID_PROXY" });
 });
 
 test("a proxy URL that is not http(s) fails with INVALID_PROXY naming the variable, never its password", () => {
@@ -50,7 +58,11 @@ test("NO_PROXY (Go's rules, as the reference helper): domains with subdomains, .
     ["http://[fd00::1]:8080/", "[fd00::1]:9", false],
     ["https://anything/", "*", true],
     ["https://b.example/", "a.example, b.example", true],
-    ["https://b.example/", "a.example b.example", true],
+    ["https://b.example/", " a.example ,b.example ", true],
+    ["https://b.example/", "a.example b.example", false],
+    ["https://example.com/", "*.example.com", false],
+    ["https://h.example/", "h.example:0443", false],
+    ["https://h.example/", "h.example:0", false],
     ["https://c.example/", "a.example,b.example", false],
     ["https://c.example/", "", false],
     ["https://10.1.2.3/", "10.0.0.0/8", true],
