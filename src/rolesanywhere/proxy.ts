@@ -1,7 +1,7 @@
 /**
  * Which proxy, if any, a CreateSession request goes through under `--with-proxy`:
- * HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment (lower-case names
- * first, as curl reads them), or explicit settings that override them.
+ * HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment (upper-case names
+ * first), or explicit settings that override them.
  *
  * The rules are those of Go's `http.ProxyFromEnvironment`, which the reference
  * helper (aws_signing_helper `--with-proxy`) uses, so that a drop-in replacement
